@@ -1,0 +1,1 @@
+"""The node agent: runtime, images, network and volumes of one node."""

@@ -1,0 +1,1 @@
+"""The `orchestr` command line (click); talks to the daemon only through the client."""

@@ -1,0 +1,128 @@
+"""The click application: global options and the commands.
+
+Global conventions every command shares:
+- `-H/--host URL` (env ORCHESTR_HOST, default unix:///run/orchestr/orchestr.sock)
+  names the daemon to talk to;
+- `--debug` shows the traceback behind an error; without it an error is one line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from orchestr import __version__
+from orchestr.errors import NotSupportedError, OrchestrError
+
+DEFAULT_HOST = "unix:///run/orchestr/orchestr.sock"
+HOST_ENV = "ORCHESTR_HOST"
+
+# Commands users know from Docker/Compose that later stages build; until then
+# they say so plainly instead of pretending to work.
+_PLANNED = {
+    "up": "the Compose stage (`orchestr up -f stack.yml`)",
+    "down": "the Compose stage",
+    "config": "the Compose stage",
+    "ps": "the daemon",
+    "logs": "the daemon",
+    "daemon": "the daemon",
+    "image": "the image service",
+    "pull": "the image service",
+    "push": "the image service",
+    "build": "the image service",
+    "network": "node networking",
+    "volume": "the daemon",
+    "service": "the control plane",
+}
+
+
+class Context:
+    """What every command gets: where the daemon is and whether to show detail."""
+
+    def __init__(self, host: str, debug: bool) -> None:
+        self.host = host
+        self.debug = debug
+
+
+def resolve_host(flag: str | None, environ: dict[str, str] | None = None) -> str:
+    """-H beats ORCHESTR_HOST beats the built-in default; a bare path means unix://."""
+    env = os.environ if environ is None else environ
+    host = flag or env.get(HOST_ENV) or DEFAULT_HOST
+    if host.startswith("/"):
+        host = "unix://" + host
+    if not host.startswith(("unix://", "tcp://", "https://", "http://")):
+        raise click.BadParameter(
+            f"{host!r}: expected unix:///path/to.sock, tcp://HOST:PORT or https://HOST:PORT",
+            param_hint="-H/--host",
+        )
+    return host
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-H", "--host", "host", metavar="URL", help=f"Daemon to talk to [env {HOST_ENV}].")
+@click.option("--debug", is_flag=True, help="Show the detail (traceback) behind errors.")
+@click.version_option(__version__, "--version", prog_name="orchestr")
+@click.pass_context
+def cli(ctx: click.Context, host: str | None, debug: bool) -> None:
+    """orchestr: Compose-format stacks on one machine or a cluster."""
+    ctx.obj = Context(resolve_host(host), debug)
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+def runtime() -> None:
+    """The OCI runtime (runc-compatible: create, start, run, exec, kill, delete, ...)."""
+    # Dispatched in orchestr.__main__ before click loads; reached only via run().
+    from agent.runtime.cli import main as runtime_main
+
+    sys.exit(runtime_main(sys.argv[sys.argv.index("runtime") + 1 :]))
+
+
+@cli.command()
+@click.pass_obj
+def version(obj: Context) -> None:
+    """Show the client's version and the daemon address it uses."""
+    click.echo(f"orchestr {__version__}")
+    click.echo(f"host: {obj.host}")
+
+
+def _planned(name: str, stage: str) -> click.Command:
+    @click.command(
+        name=name,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        help=f"Not built yet: comes with {stage}.",
+    )
+    def command() -> None:
+        raise NotSupportedError(f"`orchestr {name}` is not supported yet: it comes with {stage}")
+
+    return command
+
+
+for _name, _stage in _PLANNED.items():
+    cli.add_command(_planned(_name, _stage))
+
+
+def run(argv: list[str]) -> int:
+    """Run the CLI; errors become one line on stderr (a traceback with --debug)."""
+    debug = "--debug" in argv
+    try:
+        cli.main(args=argv, prog_name="orchestr", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except OrchestrError as e:
+        click.echo(f"orchestr: {e}", err=True)
+        if debug:
+            traceback.print_exc()
+        return 1
+    except SystemExit as e:
+        return int(e.code or 0) if isinstance(e.code, int | None) else 1
+    return 0
