@@ -1,0 +1,1 @@
+"""Images: content store, snapshots, sources of images (import, load, pull, build)."""
