@@ -1,0 +1,240 @@
+"""The test harness every layer reuses.
+
+- Markers: tests under tests/unit/ are `unit` (no root, run anywhere:
+  `pytest -m unit`); tests under tests/integration/ are `root` and are skipped
+  when not run as root. `netns` marks tests that make test hosts.
+- `testhost`: a throwaway network namespace with only `lo` (up), removed after
+  the test, also on failure. Processes join it with nsenter/setns.
+- `busybox_rootfs` / `make_bundle`: a busybox root filesystem built once per
+  worker from Debian's busybox-static, copied per bundle; bundles are
+  `specopts`-built configs.
+- `runtime`: an agent.runtime.Runtime with its own root directory; whatever
+  the test leaves is force-deleted after it.
+- Every pytest process is a child subreaper, so containers it starts are
+  re-parented to it and reaped (this machine's pid 1 reaps nobody).
+- At the end of the run, a leak check fails the session if anything the tests
+  made is left: network namespaces, mounts, cgroups, processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+RUN_ENV = "ORCHESTR_TEST_RUN"
+NETNS_PREFIX = "ot-"
+MARKER = "orchestr-test"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The controller picks one id per run; xdist workers inherit it.
+    os.environ.setdefault(RUN_ENV, uuid.uuid4().hex[:8])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    is_root = os.geteuid() == 0
+    skip_root = pytest.mark.skip(reason="needs root")
+    for item in items:
+        path = str(item.path)
+        if "/tests/unit/" in path:
+            item.add_marker(pytest.mark.unit)
+        elif "/tests/integration/" in path:
+            item.add_marker(pytest.mark.root)
+        if item.get_closest_marker("root") and not is_root:
+            item.add_marker(skip_root)
+
+
+def run_id() -> str:
+    return os.environ[RUN_ENV]
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{run_id()}-{uuid.uuid4().hex[:8]}"
+
+
+# -- processes ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _subreaper() -> Iterator[None]:
+    if os.geteuid() == 0:
+        from agent.runtime.linux import flags, libc
+
+        libc.prctl(flags.PR_SET_CHILD_SUBREAPER, 1)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _reap_orphans() -> Iterator[None]:
+    yield
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+
+
+# -- directories, rootfs, bundles -------------------------------------------------
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory only this test uses (runtime roots, data roots, sockets).
+
+    Containers left in any runtime root below it (orchestr's or runc's) are
+    force-deleted afterwards, also when the test failed half-way.
+    """
+    d = tmp_path / MARKER
+    d.mkdir()
+    yield d
+    remove_containers_under(d)
+
+
+def remove_containers_under(d: Path) -> None:
+    import json
+
+    from agent.runtime.runtime import Runtime
+
+    for state in d.glob("**/state.json"):
+        root, cid = state.parent.parent, state.parent.name
+        try:
+            doc = json.loads(state.read_text())
+        except (OSError, ValueError):
+            continue
+        if "init_process_pid" in doc:  # runc's record
+            subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], check=False)
+        elif "startTime" in doc:
+            Runtime(str(root), warn=lambda _msg: None).delete(cid, force=True)
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A busybox rootfs template, built once per worker. Copy it before writing."""
+    from agent.images.busybox import make_rootfs
+
+    dest = tmp_path_factory.mktemp("busybox") / "rootfs"
+    make_rootfs(str(dest))
+    return dest
+
+
+BundleFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def make_bundle(state_dir: Path, busybox_rootfs: Path) -> BundleFactory:
+    """make_bundle(*specopts, name=...) -> a bundle dir with a fresh busybox rootfs.
+
+    The base config is `runc spec`'s default with terminal off; options apply
+    on top of it.
+    """
+    from agent.runtime import fastjson
+    from agent.runtime.specopts import build, default_spec, with_terminal
+
+    def factory(*opts: object, name: str | None = None, shared_rootfs: bool = False) -> Path:
+        bundle = state_dir / (name or uuid.uuid4().hex[:8])
+        bundle.mkdir()
+        if shared_rootfs:
+            (bundle / "rootfs").symlink_to(busybox_rootfs)
+        else:
+            shutil.copytree(busybox_rootfs, bundle / "rootfs", symlinks=True)
+        config = build(default_spec(), with_terminal(False), *opts)  # type: ignore[arg-type]
+        (bundle / "config.json").write_text(fastjson.dumps(config, indent=2))
+        return bundle
+
+    return factory
+
+
+@pytest.fixture
+def runtime(state_dir: Path) -> object:
+    """A Runtime rooted in the test's state_dir (cleaned up with it)."""
+    from agent.runtime.runtime import Runtime
+
+    return Runtime(str(state_dir / "runtime-root"), warn=lambda _msg: None)
+
+
+# -- test hosts --------------------------------------------------------------------
+
+
+class TestHost:
+    __test__ = False
+    """A network namespace standing for one machine; only `lo`, no route out."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.path = f"/run/netns/{name}"
+
+    def run(self, *cmd: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        """Run a command in this host's network namespace (only the netns changes)."""
+        return subprocess.run(  # type: ignore[call-overload, no-any-return]
+            ["nsenter", f"--net={self.path}", *cmd], capture_output=True, text=True, **kwargs
+        )
+
+
+@pytest.fixture
+def testhost() -> Iterator[TestHost]:
+    name = NETNS_PREFIX + uuid.uuid4().hex[:10]
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield TestHost(name)
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+# -- leak check at the end of the run ---------------------------------------------------
+
+
+def find_leaks() -> list[str]:
+    """What tests of this run left behind on the machine."""
+    leaks: list[str] = []
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if name.startswith(NETNS_PREFIX):
+            leaks.append(f"network namespace {name}")
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mountpoint = line.split()[4]
+            if MARKER in mountpoint or "/pytest-of-" in mountpoint:
+                leaks.append(f"mount {mountpoint}")
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        depth = root.count("/") - 3
+        for d in dirs:
+            if d == "orchestr" or d.startswith(f"t-{run_id()}"):
+                leaks.append(f"cgroup {os.path.join(root, d)}")
+        if depth >= 2:
+            dirs[:] = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cgroup") as f:
+                cgroup = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if "/orchestr/" in cgroup and state != "Z":
+            leaks.append(f"process {entry} in an orchestr cgroup")
+    return leaks
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput") or os.geteuid() != 0:
+        return  # only the controller checks, after every worker is done
+    leaks = find_leaks()
+    if leaks:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = "\n".join(f"  - {leak}" for leak in leaks)
+        if reporter is not None:
+            reporter.write_line(f"LEAK CHECK FAILED: the tests left behind:\n{lines}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

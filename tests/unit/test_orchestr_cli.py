@@ -1,0 +1,45 @@
+"""Global CLI conventions: -H/--host, ORCHESTR_HOST, --debug, one-line errors."""
+
+from __future__ import annotations
+
+import click
+import pytest
+
+from orchestr.__main__ import main
+from orchestr.cli.app import DEFAULT_HOST, resolve_host
+
+
+def test_host_precedence() -> None:
+    assert resolve_host(None, {}) == DEFAULT_HOST
+    assert resolve_host(None, {"ORCHESTR_HOST": "tcp://h:2376"}) == "tcp://h:2376"
+    assert resolve_host("unix:///tmp/s", {"ORCHESTR_HOST": "tcp://h:2376"}) == "unix:///tmp/s"
+    assert resolve_host("/tmp/s.sock", {}) == "unix:///tmp/s.sock"
+
+
+def test_bad_host_is_refused() -> None:
+    with pytest.raises(click.BadParameter, match="expected unix://"):
+        resolve_host("ftp://x", {})
+
+
+def test_version_shows_the_host(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("ORCHESTR_HOST", "unix:///tmp/o.sock")
+    assert main(["version"]) == 0
+    assert "host: unix:///tmp/o.sock" in capsys.readouterr().out
+    assert main(["-H", "tcp://n1:2376", "version"]) == 0
+    assert "host: tcp://n1:2376" in capsys.readouterr().out
+
+
+def test_planned_command_says_not_supported_in_one_line(capsys: pytest.CaptureFixture[str]):
+    assert main(["up", "-f", "stack.yml"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not supported yet" in err[0]
+
+
+def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--debug", "up"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_runtime_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["runtime", "--help"]) == 0
+    assert "create" in capsys.readouterr().out
