@@ -13,12 +13,13 @@ import errno
 import os
 import resource
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from agent.runtime.linux import flags, libc
+from agent.runtime.linux import flags, libc, seccomp
 from agent.runtime.linux.seccomp import Filter, compile_filter, load_seccomp
 from agent.runtime.linux.seccomp_default import DOCKER_DEFAULT_CAPS, default_profile
 
@@ -133,7 +134,11 @@ def test_kill_actions_end_the_process_by_sigsys(
 
 @pytest.mark.parametrize(
     "flags",
-    [["SECCOMP_FILTER_FLAG_TSYNC"], ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"]],
+    [
+        ["SECCOMP_FILTER_FLAG_TSYNC"],
+        ["SECCOMP_FILTER_FLAG_LOG"],
+        ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
+    ],
 )
 def test_flags_load(
     compiled: Callable[[dict[str, object]], Filter], tmp_path: Path, flags: list[str]
@@ -141,6 +146,111 @@ def test_flags_load(
     f = compiled(allow_all_but(MKDIR_ENOSYS, flags=flags))
     status, out = in_child(f.load, lambda: f"mkdir={errno_of(os.mkdir, tmp_path / 'd')}")
     assert (status, out) == (0, "mkdir=38")
+
+
+def _seccomp_mode(tid: int) -> str:
+    """The Seccomp: field of a thread of this process (0 none, 2 filter)."""
+    with open(f"/proc/self/task/{tid}/status") as f:
+        for line in f:
+            if line.startswith("Seccomp:"):
+                return line.split()[1]
+    return "?"
+
+
+def _in_thread(target: Callable[[], object]) -> tuple[threading.Thread, threading.Event]:
+    """Start a thread running target() once the returned event is set."""
+    go = threading.Event()
+
+    def run() -> None:
+        go.wait()
+        target()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, go
+
+
+@pytest.mark.parametrize(
+    ("oci_flags", "expected"), [([], "0 mkdir=0"), (["SECCOMP_FILTER_FLAG_TSYNC"], "2 mkdir=38")]
+)
+def test_tsync_reaches_the_kernel(
+    compiled: Callable[[dict[str, object]], Filter],
+    tmp_path: Path,
+    oci_flags: list[str],
+    expected: str,
+) -> None:
+    f = compiled(allow_all_but(MKDIR_ENOSYS, flags=oci_flags))
+    seen: list[str] = []
+
+    def body() -> str:
+        t, go = _in_thread(lambda: seen.append(str(errno_of(os.mkdir, tmp_path / "d"))))
+        assert t.native_id is not None
+        f.load()  # the filter goes on the other thread only with TSYNC
+        mode = _seccomp_mode(t.native_id)
+        go.set()
+        t.join()
+        return f"{mode} mkdir={seen[0]}"
+
+    status, out = in_child(lambda: None, body)
+    assert (status, out) == (0, expected)
+
+
+def test_tsync_fails_when_a_thread_has_another_filter(
+    compiled: Callable[[dict[str, object]], Filter],
+) -> None:
+    own = compiled(allow_all_but(MKDIR_ENOSYS))
+    synced = compiled(allow_all_but(MKDIR_ENOSYS, flags=["SECCOMP_FILTER_FLAG_TSYNC"]))
+
+    def body() -> str:
+        loaded = threading.Event()
+        stop = threading.Event()
+
+        def run() -> None:
+            own.load()
+            loaded.set()
+            stop.wait()
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        try:
+            loaded.wait()
+            try:
+                synced.load()
+            except OSError as e:
+                return f"errno={e.errno} names thread={str(t.native_id) in str(e)}"
+            return "loaded"
+        finally:
+            stop.set()
+            t.join()
+
+    status, out = in_child(lambda: None, body)
+    assert (status, out) == (0, f"errno={errno.ESRCH} names thread=True")
+
+
+def test_kernel_refuses_unknown_flag_bits(
+    compiled: Callable[[dict[str, object]], Filter],
+) -> None:
+    f = compiled(allow_all_but(MKDIR_ENOSYS))
+    bogus = Filter(seccomp._Program(f.program, 1 << 30, f.rules, f.skipped))
+    status, out = in_child(bogus.load, lambda: "loaded")
+    assert os.waitstatus_to_exitcode(status) == 1  # load() raised
+    assert "OSError(22, 'seccomp(SECCOMP_SET_MODE_FILTER): Invalid argument')" in out
+
+
+def test_a_cached_program_loads_and_denies(tmp_path: Path) -> None:
+    seccomp.clear_cache()
+    profile = allow_all_but(MKDIR_ENOSYS)
+    first = compile_filter(profile)
+    again = compile_filter(dict(reversed(list(profile.items()))))
+    assert again.program is first.program
+    first.release()
+    try:
+        status, out = in_child(again.load, lambda: f"mkdir={errno_of(os.mkdir, tmp_path / 'd')}")
+    finally:
+        again.release()
+    assert (status, out) == (0, "mkdir=38")
+    with pytest.raises(ValueError, match="released"):
+        first.load()
 
 
 def test_unknown_syscall_names_are_skipped(

@@ -7,6 +7,8 @@ filter. The default profile's shape is checked as plain data.
 from __future__ import annotations
 
 import ctypes
+import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -306,3 +308,131 @@ def test_import_is_light() -> None:
     assert "agent.runtime.linux.seccomp_default" in out
     heavy = {"re", "json", "typing", "enum", "dataclasses", "inspect", "signal"}
     assert not heavy & set(out)
+
+
+# -- the generated program and the cache --------------------------------------------
+
+
+def _reordered(value: object) -> object:
+    """`value` with every object's keys in reverse order (an equal profile)."""
+    if isinstance(value, dict):
+        return {k: _reordered(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [_reordered(v) for v in value]
+    return value
+
+
+def _mkdir_errno(n: int) -> dict[str, object]:
+    return allow_all(syscalls=[{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": n}])
+
+
+@needs_lib
+def test_program_is_classic_bpf_checking_the_architecture_first() -> None:
+    f = compile_filter(allow_all(syscalls=[{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]))
+    assert isinstance(f.program, bytes)
+    assert len(f.program) % 8 == 0
+    assert 0 < len(f.program) // 8 <= seccomp.BPF_MAXINSNS
+    # struct sock_filter {u16 code; u8 jt, jf; u32 k}: BPF_LD|BPF_W|BPF_ABS of
+    # seccomp_data.arch (offset 4), as every libseccomp filter starts.
+    assert struct.unpack("=HBBI", f.program[:8]) == (0x20, 0, 0, 4)
+    f.release()
+    f.release()
+    assert f.program  # the bytes stay readable; only load() is refused
+
+
+@needs_lib
+def test_seccomp_syscall_number_is_the_native_one() -> None:
+    seccomp.libseccomp()
+    expected = {"x86_64": 317, "aarch64": 277}.get(os.uname().machine)
+    if expected is None:
+        pytest.skip("no known seccomp(2) number for this machine")
+    assert seccomp._nr_seccomp == expected
+
+
+@needs_lib
+def test_flags_become_kernel_flag_bits() -> None:
+    def flags_of(*names: str) -> int:
+        return compile_filter(allow_all(flags=list(names))).flags
+
+    assert flags_of() == 0
+    assert flags_of("SECCOMP_FILTER_FLAG_TSYNC") == seccomp.SECCOMP_FILTER_FLAG_TSYNC == 1
+    assert flags_of("SECCOMP_FILTER_FLAG_LOG") == seccomp.SECCOMP_FILTER_FLAG_LOG == 2
+    assert flags_of("SECCOMP_FILTER_FLAG_SPEC_ALLOW") == 4
+    # Only a notify listener takes it (the kernel refuses it alone): never passed.
+    assert seccomp.KERNEL_FLAGS["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"] == 0
+    everything = ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG"]
+    assert flags_of(*everything, "SECCOMP_FILTER_FLAG_SPEC_ALLOW") == 7
+
+
+@needs_lib
+def test_cache_shares_the_program_of_an_equal_profile() -> None:
+    seccomp.clear_cache()
+    profile = default_profile(DOCKER_DEFAULT_CAPS)
+    same = _reordered(profile)
+    assert isinstance(same, dict)
+    assert list(same) == list(reversed(list(profile)))
+    first = compile_filter(profile)
+    again = compile_filter(same)
+    assert again is not first
+    assert again.program is first.program
+    assert (again.rules, again.skipped, again.flags) == (first.rules, first.skipped, first.flags)
+    first.release()  # releasing one filter leaves the other loadable
+    assert again._program is not None
+
+    other = compile_filter(default_profile(DOCKER_DEFAULT_CAPS | {"CAP_SYS_ADMIN"}))
+    assert other.program != first.program
+    logged = compile_filter({**profile, "flags": ["SECCOMP_FILTER_FLAG_LOG"]})
+    assert logged.program == first.program  # the same BPF, ...
+    assert logged.program is not first.program  # ... cached apart with its flag
+    assert logged.flags == 2 and first.flags == 0
+    assert len(seccomp._cache) == 3
+
+
+@needs_lib
+def test_cache_keeps_types_apart() -> None:
+    seccomp.clear_cache()
+    compile_filter(_mkdir_errno(1))
+    for bad in (True, 1.0):  # equal to 1 in Python, yet no errno
+        assert "errnoRet" in compile_errors(_mkdir_errno(bad))  # type: ignore[arg-type]
+    as_tuple = allow_all(syscalls=[{"names": ("mkdir",), "action": "SCMP_ACT_ERRNO"}])
+    compile_filter(allow_all(syscalls=[{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]))
+    assert "expected a list of strings" in compile_errors(as_tuple)
+    keys = [seccomp._cache_key(v) for v in (1, True, 1.0, "1", [1], (1,), {"a": 1})]
+    assert keys[:5] == [1, (bool, True), (float, 1.0), "1", (list, 1)]
+    assert keys[5:] == [None, (dict, ("a", 1))]
+
+
+@needs_lib
+def test_profiles_beyond_json_types_compile_uncached() -> None:
+    seccomp.clear_cache()
+    odd: dict[object, object] = {"defaultAction": "SCMP_ACT_ALLOW", 1: "ignored"}
+    assert seccomp._cache_key(odd) is None
+    compile_filter(odd).release()  # type: ignore[arg-type]
+    assert not seccomp._cache
+
+
+@needs_lib
+def test_cache_is_bounded_and_keeps_the_recently_used() -> None:
+    seccomp.clear_cache()
+    size = seccomp._CACHE_SIZE
+    for n in range(size):
+        compile_filter(_mkdir_errno(n + 2))
+    assert len(seccomp._cache) == size
+    compile_filter(_mkdir_errno(2))  # used again: now the most recent
+    compile_filter(_mkdir_errno(size + 2))  # evicts the least recently used
+    assert len(seccomp._cache) == size
+    assert seccomp._cache_key(_mkdir_errno(2)) in seccomp._cache
+    assert seccomp._cache_key(_mkdir_errno(3)) not in seccomp._cache
+    seccomp.clear_cache()
+    assert not seccomp._cache
+
+
+@needs_lib
+def test_program_longer_than_the_kernel_takes_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seccomp.clear_cache()
+    monkeypatch.setattr(seccomp, "BPF_MAXINSNS", 4)
+    message = compile_errors(_mkdir_errno(2))
+    assert "the kernel takes at most 4" in message
+    assert not seccomp._cache
