@@ -519,3 +519,89 @@ def test_bad_seccomp_profile_fails_create(make_bundle: BundleFactory, state_dir:
     out = run_in(make_bundle, state_dir, sh("true"), with_seccomp(bad))
     assert out.returncode == 1
     assert "SCMP_ACT_EXPLODE" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+# -- more of the config ------------------------------------------------------------------
+
+
+def test_oom_score_adj(make_bundle: BundleFactory, state_dir: Path) -> None:
+    def oom(config: dict[str, object]) -> None:
+        proc = config["process"]
+        assert isinstance(proc, dict)
+        proc["oomScoreAdj"] = 500
+
+    result = run_in(make_bundle, state_dir, sh("cat /proc/self/oom_score_adj"), oom)
+    assert result.stdout.strip() == "500", result.stderr
+
+
+def test_bind_mount_read_only(make_bundle: BundleFactory, state_dir: Path) -> None:
+    data = state_dir / "data"
+    data.mkdir()
+    (data / "hello.txt").write_text("from the host\n")
+    result = run_in(
+        make_bundle,
+        state_dir,
+        sh("cat /data/hello.txt; touch /data/new 2>/dev/null && echo wrote || echo refused"),
+        so.with_mount("/data", "bind", str(data), ["rbind", "ro", "nosuid", "nodev"]),
+    )
+    assert result.stdout.splitlines() == ["from the host", "refused"], result.stderr
+    assert not (data / "new").exists()
+
+
+def test_bind_mount_cannot_escape_through_a_symlink(
+    make_bundle: BundleFactory, state_dir: Path
+) -> None:
+    data = state_dir / "data"
+    data.mkdir()
+    bundle = make_bundle(
+        sh("ls /escape/"), so.with_mount("/escape/x", "bind", str(data), ["rbind"])
+    )
+    outside = state_dir / "outside"
+    outside.mkdir()
+    (bundle / "rootfs" / "escape").symlink_to(str(outside))  # absolute: must stay inside
+    result = run_cli(state_dir / "root", "run", "-b", str(bundle), unique())
+    assert result.returncode == 0, result.stderr
+    assert not (outside / "x").exists()
+    assert (bundle / "rootfs" / str(outside).lstrip("/") / "x").is_dir()
+
+
+def test_joins_another_containers_pid_and_ipc_namespaces(
+    runtime: Runtime, make_bundle: BundleFactory, state_dir: Path
+) -> None:
+    first = unique()
+    c = runtime.create(first, str(make_bundle(sh("sleep 60"), name="first")))
+    runtime.start(first)
+    second = make_bundle(
+        sh("ls /proc | grep -c '^[0-9]'; cat /proc/1/cmdline | tr '\\0' ' '"),
+        so.with_namespace("pid", f"/proc/{c.pid}/ns/pid"),
+        so.with_namespace("ipc", f"/proc/{c.pid}/ns/ipc"),
+        name="second",
+    )
+    result = run_cli(state_dir / "root", "run", "-b", str(second), unique())
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stderr
+    assert int(lines[0]) >= 3  # the first container's sleep, and our sh, ls, grep
+    assert lines[1].strip() == "sleep 60"
+    runtime.delete(first, force=True)
+
+
+def test_cpuset(runtime: Runtime, make_bundle: BundleFactory, state_dir: Path) -> None:
+    result = run_in(
+        make_bundle,
+        state_dir,
+        sh("grep Cpus_allowed_list /proc/self/status"),
+        so.with_cpu(cpus="0"),
+    )
+    assert result.stdout.split() == ["Cpus_allowed_list:", "0"], result.stderr
+
+
+def test_duplicate_id_on_the_command_line(make_bundle: BundleFactory, state_dir: Path) -> None:
+    root = state_dir / "root"
+    cid = unique()
+    assert run_cli(root, "create", "-b", str(make_bundle(sh("true"))), cid).returncode == 0
+    again = run_cli(root, "create", "-b", str(make_bundle(sh("true"))), cid)
+    assert again.returncode == 1
+    assert again.stderr.strip().splitlines() == [
+        f"orchestr runtime: container {cid} already exists"
+    ]
+    assert run_cli(root, "delete", cid).returncode == 0

@@ -1087,3 +1087,59 @@ def test_importing_the_validator_and_validating_stays_light() -> None:
     heavy = {"re", "json", "typing", "enum", "functools", "collections", "dataclasses",
              "pathlib", "types", "copy", "inspect"}  # fmt: skip
     assert not heavy & set(out), heavy & set(out)
+
+
+# -- keywords the OCI schemas support but hardly use, against jsonschema directly ---------
+
+KEYWORD_CASES: list[tuple[dict[str, Any], list[object]]] = [
+    ({"type": ["integer", "string"]}, [1, "a", 1.0, 1.5, True, None, [], {}]),
+    ({"type": "number"}, [1, 1.5, -0.0, True, "1", None, 10**30]),
+    ({"type": "integer"}, [0, -1, 10**30, 1.0, 2.5, False, "1"]),
+    ({"type": "null"}, [None, 0, False, ""]),
+    ({"type": "boolean"}, [True, False, 0, 1, None]),
+    ({"enum": [1, "a", None, [1, True], {"k": False}]},
+     [1, 1.0, True, "a", "b", None, False, [1, True], [1, 1], [True, True], {"k": False},
+      {"k": 0}]),
+    ({"minimum": 0, "maximum": 1.5}, [0, 1.5, -1, 1.6, 2**64, "x", True, -0.0]),
+    ({"items": [{"type": "string"}, {"type": "integer"}]}, [[], ["a"], ["a", 1], [1, "a"],
+     ["a", 1, None], "not an array"]),
+    ({"minItems": 2}, [[], [1], [1, 2], "ab", {}]),
+    ({"oneOf": [{"type": "integer"}, {"minimum": 2}]}, [1, 3, 1.5, 2.5, "x"]),
+    ({"anyOf": [{"type": "string"}, {"required": ["a"]}]}, ["x", {"a": 1}, {}, 1]),
+    ({"allOf": [{"required": ["a"]}, {"required": ["b"]}]}, [{}, {"a": 1}, {"a": 1, "b": 2}, 3]),
+    (
+        {"properties": {"a": {"type": "string"}}, "patternProperties": {"^x-": {"type": "integer"}},
+         "additionalProperties": False},
+        [{}, {"a": "s"}, {"a": 1}, {"x-1": 1}, {"x-1": "s"}, {"b": 1}, {"ax-": 1}, []],
+    ),
+    (
+        {"properties": {"a": {}}, "additionalProperties": {"type": "boolean"}},
+        [{"a": 1}, {"b": True}, {"b": 1}, {"a": 1, "c": None}],
+    ),
+    ({"pattern": "^a+b$"}, ["ab", "aab", "b", "abc", "xab", "ab\n", 7]),
+    ({"patternProperties": {"b$": {"type": "null"}}}, [{"ab": None}, {"ab": 1}, {"ba": 1}]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("keywords", "instances"), KEYWORD_CASES)
+def test_keywords_agree_with_jsonschema(keywords: dict[str, Any], instances: list[object]) -> None:
+    reference = jsonschema.Draft4Validator(keywords)
+    for inst in instances:
+        run = schema._Run(first=False)
+        schema._visit(run, inst, keywords, "test.json", None)
+        assert (not run.errors) == reference.is_valid(inst), (keywords, inst, run.errors)
+
+
+def test_one_of_says_when_more_than_one_matched() -> None:
+    run = schema._Run(first=True)
+    schema._visit(run, 3, {"oneOf": [{"type": "integer"}, {"minimum": 2}]}, "test.json", None)
+    assert run.errors == [(None, "3 is valid under more than one of the given schemas", "oneOf")]
+
+
+def test_public_api() -> None:
+    assert sorted(schema.__all__) == sorted(
+        ["CONFIG_SCHEMA", "STATE_SCHEMA", "SchemaError", "iter_errors", "validate_config",
+         "validate_state"]
+    )  # fmt: skip
+    assert all(hasattr(schema, name) for name in schema.__all__)
+    assert issubclass(SchemaError, ValueError)
