@@ -400,6 +400,12 @@ class Runtime:
             os._exit(code)
         os.close(w)
         os.close(ctl_r)
+        # Start the (slow) first migration at once, with C1: if C2 is forked after
+        # it, C2 is born in the cgroups; either way C2's own move below is quick.
+        try:
+            cgroup.add(c1)
+        except OSError:
+            pass  # C1 may have exited already
         reader = _LineReader(r)
         pid = 0
         try:
