@@ -35,6 +35,17 @@ MARKER = "orchestr-test"
 def pytest_configure(config: pytest.Config) -> None:
     # The controller picks one id per run; xdist workers inherit it.
     os.environ.setdefault(RUN_ENV, uuid.uuid4().hex[:8])
+    if not hasattr(config, "workerinput"):
+        config.stash[_LINKS_BEFORE] = root_links()
+
+
+_LINKS_BEFORE = pytest.StashKey[set[str]]()
+
+
+def root_links() -> set[str]:
+    """Names of the links in the root network namespace."""
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return {line.split(": ")[1].split("@")[0] for line in out.splitlines() if ": " in line}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -192,9 +203,14 @@ def testhost() -> Iterator[TestHost]:
 # -- leak check at the end of the run ---------------------------------------------------
 
 
-def find_leaks() -> list[str]:
+def find_leaks(links_before: set[str] | None = None) -> list[str]:
     """What tests of this run left behind on the machine."""
     leaks: list[str] = []
+    if links_before is not None:
+        leaks.extend(
+            f"link {name} in the root network namespace"
+            for name in sorted(root_links() - links_before)
+        )
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     for line in out.splitlines():
         name = line.split()[0] if line.split() else ""
@@ -221,17 +237,23 @@ def find_leaks() -> list[str]:
                 cgroup = f.read()
             with open(f"/proc/{entry}/stat") as f:
                 state = f.read().rpartition(")")[2].split()[0]
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "/orchestr/" in cgroup and state != "Z":
-            leaks.append(f"process {entry} in an orchestr cgroup")
+        if state == "Z":
+            continue
+        if "/orchestr/" in cgroup:
+            leaks.append(f"process {entry} in an orchestr cgroup: {cmdline[:120]}")
+        elif MARKER in cmdline:
+            leaks.append(f"process {entry} started by a test: {cmdline[:120]}")
     return leaks
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if hasattr(session.config, "workerinput") or os.geteuid() != 0:
         return  # only the controller checks, after every worker is done
-    leaks = find_leaks()
+    leaks = find_leaks(session.config.stash.get(_LINKS_BEFORE, None))
     if leaks:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         lines = "\n".join(f"  - {leak}" for leak in leaks)
