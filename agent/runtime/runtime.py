@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-from agent.runtime import fastjson, spec
+from agent.runtime import fastjson, hooks, spec
 from agent.runtime.errors import (
     BundleError,
     ContainerExists,
@@ -418,6 +418,14 @@ class Runtime:
                     except OSError as e:
                         raise RuntimeError_(f"create container: join cgroup: {e}") from None
                     os.write(ctl_w, b"cgroup\n")
+                elif kind == "hooks":
+                    state = self._hook_state(b, container_dir, "creating", pid)
+                    try:
+                        for hook_kind in hooks.BEFORE_PIVOT:
+                            hooks.run_all(b.config, hook_kind, state)
+                    except hooks.HookError as e:
+                        raise RuntimeError_(f"create container: {e}") from None
+                    os.write(ctl_w, b"go " + state + b"\n")
                 elif kind == "error":
                     raise RuntimeError_(f"create container: {rest}")
                 elif kind == "ready":
@@ -434,6 +442,11 @@ class Runtime:
             os.waitpid(c1, 0)
             if seccomp_filter is not None:
                 seccomp_filter.release()
+
+    def _hook_state(self, b: spec.Bundle, container_dir: str, status: str, pid: int) -> bytes:
+        return hooks.state_json(
+            os.path.basename(container_dir), status, pid, b.path, b.annotations, spec.OCI_VERSION
+        )
 
     def start(self, container_id: str) -> None:
         """Let a created container's process exec."""
@@ -452,6 +465,17 @@ class Runtime:
         finally:
             os.close(fd)
         os.unlink(c.fifo)
+        if hooks.hooks_of(c.config, "poststart"):
+            self._run_warning_hooks(c, "poststart", "running")
+
+    def _run_warning_hooks(self, c: Container, kind: str, status: str) -> None:
+        """poststart/poststop: a failure is a warning, and the rest still run."""
+        state = hooks.state_json(c.id, status, c.pid, c.bundle, c.annotations(), spec.OCI_VERSION)
+        for i, hook in enumerate(hooks.hooks_of(c.config, kind)):
+            try:
+                hooks.run_hook(hook, state, f"hooks.{kind}[{i}]")
+            except hooks.HookError as e:
+                self.warn(str(e))
 
     # -- signals, delete -------------------------------------------------------------
 
@@ -496,6 +520,8 @@ class Runtime:
             except OSError as e:
                 raise RuntimeError_(f"delete container {container_id}: {e}") from None
         _remove_dir(c.dir)
+        if hooks.hooks_of(c.config, "poststop"):
+            self._run_warning_hooks(c, "poststop", "stopped")
 
     def _kill_and_wait(self, c: Container, timeout: float = 10.0) -> None:
         if c.cgroup is not None:

@@ -271,9 +271,10 @@ def load_bundle(bundle: str, hard_limits: Iterable[tuple[int, int]] | None = Non
 def resolve(b: Bundle, hard_limits: Iterable[tuple[int, int]] | None = None) -> None:
     """Check and derive everything the schema does not; pure but for the rootfs stat."""
     config = b.config
-    hooks = _obj(config.get("hooks"))
-    if any(hooks.get(k) for k in hooks):
-        raise NotSupportedError("hooks: OCI hooks are not supported yet")
+    for kind, entries in _obj(config.get("hooks")).items():
+        for i, hook in enumerate(_list(entries)):
+            if not str(hook.get("path", "")).startswith("/"):
+                raise BundleError(f"hooks.{kind}[{i}].path: {hook.get('path')!r} is not absolute")
     for other in ("windows", "solaris", "vm", "zos", "freebsd"):
         if other in config:
             raise NotSupportedError(f"config.{other}: only Linux containers are supported")

@@ -16,6 +16,7 @@ import os
 import resource as res
 import stat
 
+from agent.runtime import hooks
 from agent.runtime.linux import caps, flags, libc, rootfs
 
 TYPE_CHECKING = False  # typing costs ~10 ms of start-up; mypy still sees the block
@@ -91,6 +92,13 @@ def contain(
         _step("join the cgroup", join_cgroup, ctl_fd, b.has_new_namespace("cgroup"))
     if not any(m.destination == "/dev" and m.is_bind for m in b.mounts):
         _step("create devices", rootfs.create_devices, b.rootfs, _dicts(linux.get("devices")))
+    state = b""
+    if any(hooks.hooks_of(b.config, kind) for kind in hooks.IN_CONTAINER_OR_BEFORE):
+        # The caller runs prestart/createRuntime hooks now and sends the state.
+        report(sync_fd, "hooks")
+        state = _step("wait for the createRuntime hooks", read_line, ctl_fd).encode()
+        _step("run createContainer hooks", hooks.run_all, b.config, "createContainer", state)
+    os.close(ctl_fd)
     _step("pivot_root", rootfs.pivot_root, b.rootfs)
     if b.terminal:
         _step("set up the terminal", setup_terminal, console_fd)
@@ -120,6 +128,12 @@ def contain(
     report(sync_fd, "ready")
     os.close(sync_fd)
     _wait_for_start(fifo_fd)
+    if hooks.hooks_of(b.config, "startContainer"):
+        try:
+            hooks.run_all(b.config, "startContainer", state)
+        except hooks.HookError as e:
+            os.write(2, f"orchestr runtime: {e}\n".encode())
+            os._exit(1)  # spec: a failing startContainer hook stops the container
     libc.close_range_cloexec(3)
     os.execve(executable, b.args, env)
 
@@ -171,16 +185,25 @@ def _step(what: str, fn, *args):  # type: ignore[no-untyped-def]
         raise InitError(f"{what}: {e}") from None
 
 
+def read_line(fd: int) -> str:
+    """One message from the caller (it sends the next only after our reply)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise InitError("the runtime went away")
+        data += chunk
+    line = data.decode().rstrip("\n")
+    word, _, rest = line.partition(" ")
+    if word == "abort":
+        raise InitError(rest or "aborted by the runtime")
+    return rest
+
+
 def join_cgroup(ctl_fd: int, new_namespace: bool) -> None:
     """Wait until the caller moved us into the container's cgroups; then, if
     asked, make them the root of a new cgroup namespace."""
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = os.read(ctl_fd, 64)
-        if not chunk:
-            raise InitError("the runtime went away before joining the cgroup")
-        data += chunk
-    os.close(ctl_fd)
+    read_line(ctl_fd)
     if new_namespace:
         libc.unshare(flags.CLONE_NEWCGROUP)
 
