@@ -114,12 +114,12 @@ def remove_containers_under(d: Path) -> None:
 
     from agent.runtime.runtime import Runtime
 
-    for state in d.glob("**/state.json"):
+    for state in list(d.glob("**/state.json")):
         root, cid = state.parent.parent, state.parent.name
         try:
             doc = json.loads(state.read_text())
         except (OSError, ValueError):
-            continue
+            continue  # gone already (deleted with an earlier one), or not a record
         if "init_process_pid" in doc:  # runc's record
             subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], check=False)
         elif "startTime" in doc:

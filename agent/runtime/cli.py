@@ -35,6 +35,9 @@ commands:
   exec [-p process.json] [-e K=V] [--cwd D] [-u UID[:GID]] [-t] [-d] [--pid-file F]
        [--console-socket S] [-c CAP] [--no-new-privs] ID [COMMAND ARGS...]
   pause ID / resume ID                                       freeze or thaw it
+  ps [-f table|json] ID [PS-OPTIONS]                         its processes
+  update [--memory N] [--cpu-shares N] [--cpu-quota N] [--cpu-period N]
+         [--cpuset-cpus S] [--pids-limit N] [-r FILE] ID      change its limits
   list [-f table|json] [-q]                                  list containers
   spec [-b BUNDLE]                                           write a default config.json
 """
@@ -69,6 +72,20 @@ _FLAGS: dict[str, dict[str, tuple[str, bool]]] = {
     },
     "start": {},
     "state": {},
+    "ps": {"--format": ("format", True), "-f": ("format", True)},
+    "update": {
+        "--resources": ("resources", True),
+        "-r": ("resources", True),
+        "--memory": ("memory", True),
+        "--memory-swap": ("memory_swap", True),
+        "--memory-reservation": ("memory_reservation", True),
+        "--cpu-shares": ("cpu_shares", True),
+        "--cpu-quota": ("cpu_quota", True),
+        "--cpu-period": ("cpu_period", True),
+        "--cpuset-cpus": ("cpuset_cpus", True),
+        "--cpuset-mems": ("cpuset_mems", True),
+        "--pids-limit": ("pids_limit", True),
+    },
     "pause": {},
     "resume": {},
     "kill": {"--all": ("all", False), "-a": ("all", False)},
@@ -323,6 +340,99 @@ def cmd_delete(root: str, opts: dict[str, object], args: list[str], log: Logger)
     return status
 
 
+def cmd_ps(root: str, opts: dict[str, object], args: list[str], log: Logger) -> int:
+    """runc ps: the container's processes, as pids (json) or as `ps` shows them."""
+    if not args:
+        raise UsageError('"ps" requires at least 1 argument (ID [ps options])')
+    pids = _runtime(root, log).processes(args[0])
+    if str(opts.get("format") or "table") == "json":
+        print(fastjson.dumps(pids))
+        return 0
+    import subprocess
+
+    out = subprocess.run(["ps", *(args[1:] or ["-ef"])], capture_output=True, text=True)
+    lines = out.stdout.splitlines()
+    if not lines:
+        raise UsageError(f"ps: {out.stderr.strip()}")
+    header = lines[0].split()
+    if "PID" not in header:
+        raise UsageError("ps: its output has no PID column")
+    column = header.index("PID")
+    print(lines[0])
+    wanted = {str(p) for p in pids}
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) > column and fields[column] in wanted:
+            print(line)
+    return 0
+
+
+def parse_bytes(text: str) -> int:
+    """'512m', '1g', '1048576' -> bytes (docker's RAMInBytes units, binary)."""
+    value = text.strip().lower().removesuffix("b")
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    factor = 1
+    if value and value[-1] in units:
+        factor = units[value[-1]]
+        value = value[:-1]
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"invalid size {text!r}: expected a number with k, m, g or t") from None
+    if number < 0:
+        return -1
+    return int(number * factor)
+
+
+def update_resources(opts: dict[str, object]) -> dict[str, object]:
+    """linux.resources from `update`'s flags (or its --resources file)."""
+    path = _opt_str(opts, "resources")
+    if path:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path) as f:
+                text = f.read()
+        doc = fastjson.loads(text)
+        if not isinstance(doc, dict):
+            raise UsageError(f"{path}: not a JSON object")
+        return doc
+    resources: dict[str, dict[str, object]] = {}
+
+    def put(group: str, key: str, value: object) -> None:
+        resources.setdefault(group, {})[key] = value
+
+    for flag, (group, key) in {
+        "memory": ("memory", "limit"),
+        "memory_swap": ("memory", "swap"),
+        "memory_reservation": ("memory", "reservation"),
+    }.items():
+        if opts.get(flag):
+            put(group, key, parse_bytes(str(opts[flag])))
+    for flag, (group, key) in {
+        "cpu_shares": ("cpu", "shares"),
+        "cpu_quota": ("cpu", "quota"),
+        "cpu_period": ("cpu", "period"),
+        "pids_limit": ("pids", "limit"),
+    }.items():
+        if opts.get(flag):
+            text = str(opts[flag])
+            if not text.lstrip("-").isdigit():
+                raise UsageError(f"--{flag.replace('_', '-')}: {text!r} is not a number")
+            put(group, key, int(text))
+    for flag, key in {"cpuset_cpus": "cpus", "cpuset_mems": "mems"}.items():
+        if opts.get(flag):
+            put("cpu", key, str(opts[flag]))
+    if not resources:
+        raise UsageError("update: nothing to change (give --memory, --cpu-shares, ... or -r)")
+    return dict(resources)
+
+
+def cmd_update(root: str, opts: dict[str, object], args: list[str], log: Logger) -> int:
+    _runtime(root, log).update(_one_id(args, "update"), update_resources(opts))
+    return 0
+
+
 def cmd_pause(root: str, opts: dict[str, object], args: list[str], log: Logger) -> int:
     _runtime(root, log).pause(_one_id(args, "pause"))
     return 0
@@ -458,6 +568,8 @@ COMMANDS: dict[str, Callable[[str, dict[str, object], list[str], Logger], int]] 
     "state": cmd_state,
     "kill": cmd_kill,
     "delete": cmd_delete,
+    "ps": cmd_ps,
+    "update": cmd_update,
     "pause": cmd_pause,
     "resume": cmd_resume,
     "list": cmd_list,

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 DEFAULT_ROOT = "/run/orchestr/runtime"
+Pids = list[int]  # `Runtime.list` shadows the builtin inside the class
 DEFAULT_CGROUP_PARENT = "/orchestr"
 SIGKILL = 9
 SIGTERM = 15
@@ -490,6 +491,37 @@ class Runtime:
                 c.cgroup.thaw()
         else:
             os.kill(c.pid, sig)
+
+    def processes(self, container_id: str) -> Pids:
+        """The host pids of every process in the container (its cgroup)."""
+        c = self.load(container_id)
+        if c.cgroup is None:
+            return [c.pid] if c.alive() else []
+        return c.cgroup.pids()
+
+    def update(self, container_id: str, resources: dict[str, object]) -> None:
+        """Change a live container's limits, and remember them in its record."""
+        c = self.load(container_id)
+        status = c.status()
+        if status == "stopped" or c.cgroup is None:
+            raise StateError(f"cannot update container {container_id}: it is {status}")
+        try:
+            c.cgroup.apply(resources)
+        except ValueError as e:
+            raise BundleError(str(e)) from None
+        except OSError as e:
+            raise RuntimeError_(f"update container {container_id}: {e}") from None
+        linux = c.config.setdefault("linux", {})
+        if isinstance(linux, dict):
+            current = linux.get("resources")
+            merged = dict(current) if isinstance(current, dict) else {}
+            for key, value in resources.items():
+                old = merged.get(key)
+                merged[key] = (
+                    {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
+                )
+            linux["resources"] = merged
+        self._save(c)
 
     def pause(self, container_id: str) -> None:
         c = self.load(container_id)

@@ -605,3 +605,54 @@ def test_duplicate_id_on_the_command_line(make_bundle: BundleFactory, state_dir:
         f"orchestr runtime: container {cid} already exists"
     ]
     assert run_cli(root, "delete", cid).returncode == 0
+
+
+def test_ps_and_update(runtime: Runtime, make_bundle: BundleFactory, state_dir: Path) -> None:
+    import json
+
+    cid = unique()
+    runtime.run(cid, str(make_bundle(sh("sleep 60 & sleep 60 & wait"))), detach=True)
+    root = state_dir / "runtime-root"
+    for _ in range(200):
+        pids = json.loads(run_cli(root, "ps", "--format", "json", cid).stdout)
+        if len(pids) == 3:
+            break
+    assert len(pids) == 3  # sh and two sleeps
+    table = run_cli(root, "ps", cid).stdout.splitlines()
+    assert table[0].split()[:2] == ["PID", "USER"] or "PID" in table[0]
+    assert sum(line.rstrip().endswith("sleep 60") for line in table) == 2
+    out = run_cli(root, "update", "--memory", "96m", "--pids-limit", "50", cid)
+    assert out.returncode == 0, out.stderr
+    c = runtime.load(cid)
+    assert c.cgroup is not None
+    if c.cgroup.unified:
+        d = c.cgroup.paths[cgroups.CGROUP_ROOT]
+        assert Path(d, "memory.max").read_text().strip() == str(96 << 20)
+    else:
+        mem = c.cgroup.paths["/sys/fs/cgroup/memory"]
+        assert Path(mem, "memory.limit_in_bytes").read_text().strip() == str(96 << 20)
+        assert Path(c.cgroup.paths["/sys/fs/cgroup/pids"], "pids.max").read_text().strip() == "50"
+    resources = c.config["linux"]["resources"]  # type: ignore[index]
+    assert resources["memory"]["limit"] == 96 << 20  # type: ignore[index]
+    bad = run_cli(root, "update", "--memory", "lots", cid)
+    assert bad.returncode == 2 and "invalid size 'lots'" in bad.stderr
+    runtime.delete(cid, force=True)
+
+
+def test_kill_all_signals_every_process(runtime: Runtime, make_bundle: BundleFactory) -> None:
+    import time
+
+    cid = unique()
+    # pid 1 ignores TERM; its children do not, so --all leaves only pid 1.
+    runtime.run(cid, str(make_bundle(sh("sleep 60 & sleep 60 & wait"))), detach=True)
+    for _ in range(200):
+        if len(runtime.processes(cid)) == 3:
+            break
+        time.sleep(0.01)
+    runtime.kill(cid, 15, all_processes=True)
+    for _ in range(300):
+        if runtime.state(cid)["status"] == "stopped":
+            break
+        time.sleep(0.01)
+    assert runtime.state(cid)["status"] == "stopped"  # wait returned once the sleeps died
+    runtime.delete(cid)

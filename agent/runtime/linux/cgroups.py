@@ -336,18 +336,24 @@ class Cgroup:
                 self.created.extend(_makedirs(d))
             if self.unified:
                 self._enable_v2_controllers()
-                for fname, value in v2_writes(resources):
-                    _write(os.path.join(self.paths[CGROUP_ROOT], fname), value)
             else:
                 self._init_cpuset()
-                for ctrl, fname, value in v1_writes(resources):
-                    ctrl_dir = self._dir(ctrl)
-                    if ctrl_dir is None:
-                        raise OSError(errno.ENOENT, f"cgroup controller {ctrl} is not mounted")
-                    _write(os.path.join(ctrl_dir, fname), value)
+            self.apply(resources)
         except BaseException:
             self.destroy(timeout=0)
             raise
+
+    def apply(self, resources: dict[str, object]) -> None:
+        """Write the limits (at create, and for `update` on a live container)."""
+        if self.unified:
+            for fname, value in v2_writes(resources):
+                _write(os.path.join(self.paths[CGROUP_ROOT], fname), value)
+            return
+        for ctrl, fname, value in v1_writes(resources):
+            ctrl_dir = self._dir(ctrl)
+            if ctrl_dir is None:
+                raise OSError(errno.ENOENT, f"cgroup controller {ctrl} is not mounted")
+            _write(os.path.join(ctrl_dir, fname), value)
 
     def _init_cpuset(self) -> None:
         """A new v1 cpuset is empty and takes no task until cpus and mems are set."""
