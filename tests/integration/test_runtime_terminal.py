@@ -72,3 +72,12 @@ def test_terminal_without_console_socket_is_refused_by_create(
     out = run_cli(state_dir / "root", "create", "-b", str(bundle), unique())
     assert out.returncode == 1
     assert "--console-socket" in out.stderr
+
+
+def test_exec_with_a_terminal(runtime: Runtime, make_bundle: BundleFactory, state_dir: Path):
+    cid = unique()
+    runtime.run(cid, str(make_bundle(so.with_args(["sleep", "60"]))), detach=True)
+    out = run_cli(state_dir / "runtime-root", "exec", "-t", cid, "sh", "-c", "tty; exit 6")
+    assert out.returncode == 6, out.stderr
+    assert out.stdout.replace("\r", "").strip().startswith("/dev/pts/")
+    runtime.delete(cid, force=True)
