@@ -577,23 +577,28 @@ class Runtime:
     # -- run / wait ------------------------------------------------------------------
 
     def wait(self, c: Container) -> ExitStatus:
-        """Wait for the container's pid 1; the caller must be its (sub)reaper.
+        """Wait for the container's pid 1 to exit and say how it ended.
 
-        Any other orphan that reaches us meanwhile is reaped too.
+        The caller must be its reaper: the process that ran `create` with
+        PR_SET_CHILD_SUBREAPER set (as `run` does), or the node's supervisor.
+        Only that pid is waited for, so other children of the caller are left
+        to their owners.
         """
         while True:
             try:
-                pid, status = os.waitpid(-1, 0)
+                _, status = os.waitpid(c.pid, 0)
+                break
+            except InterruptedError:
+                continue
             except ChildProcessError:
-                # Not ours to reap: poll until it is gone.
-                while c.alive():
-                    time.sleep(0.01)
-                return ExitStatus(0)
-            if pid == c.pid:
-                result = ExitStatus.from_wait(status)
-                if c.cgroup is not None and result.signal == SIGKILL:
-                    result.oom_killed = c.cgroup.oom_killed()
-                return result
+                raise StateError(
+                    f"container {c.id}: its process is not a child of this process, so its "
+                    "exit status cannot be read (make the caller a child subreaper)"
+                ) from None
+        result = ExitStatus.from_wait(status)
+        if c.cgroup is not None and result.signal == SIGKILL:
+            result.oom_killed = c.cgroup.oom_killed()
+        return result
 
     def run(
         self,
@@ -631,6 +636,7 @@ class Runtime:
                 proxy = console.proxy()
             self.start(container_id)
             result = self.wait(c)
+            _reap_orphans()  # of a container without its own pid namespace
         except BaseException:
             self.delete(container_id, force=True)
             raise
@@ -739,9 +745,10 @@ class Runtime:
                 return ExitStatus(0)
             forwarder = terminal.SignalForwarder(pid)
             while True:
-                got, wait_status = os.waitpid(-1, 0)
-                if got == pid:
-                    return ExitStatus.from_wait(wait_status)
+                try:
+                    return ExitStatus.from_wait(os.waitpid(pid, 0)[1])
+                except InterruptedError:
+                    continue
         finally:
             if forwarder is not None:
                 forwarder.restore()
@@ -816,6 +823,17 @@ class _LineReader:
             self.buffer += data
         line, _, self.buffer = self.buffer.partition(b"\n")
         return line.decode(errors="replace")
+
+
+def _reap_orphans() -> None:
+    """Reap whatever exited children a foreground `run` inherited."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _kill_quietly(pid: int) -> None:

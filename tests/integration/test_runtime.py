@@ -656,3 +656,29 @@ def test_kill_all_signals_every_process(runtime: Runtime, make_bundle: BundleFac
         time.sleep(0.01)
     assert runtime.state(cid)["status"] == "stopped"  # wait returned once the sleeps died
     runtime.delete(cid)
+
+
+def test_missing_working_directory_is_created(make_bundle: BundleFactory, state_dir: Path):
+    result = run_in(make_bundle, state_dir, sh("pwd"), so.with_cwd("/srv/app"))
+    assert result.stdout.strip() == "/srv/app", result.stderr
+
+
+def test_wait_needs_to_be_the_reaper(runtime: Runtime, make_bundle: BundleFactory) -> None:
+    import os as _os
+
+    cid = unique()
+    c = runtime.create(cid, str(make_bundle(sh("exit 0"))))
+    r, w = _os.pipe()
+    child = _os.fork()
+    if child == 0:  # not the reaper: must get a clear error, not a made-up status
+        try:
+            runtime.wait(c)
+            _os.write(w, b"no error")
+        except StateError as e:
+            _os.write(w, str(e).encode())
+        _os._exit(0)
+    _os.close(w)
+    message = _os.read(r, 4096).decode()
+    _os.waitpid(child, 0)
+    assert "not a child of this process" in message
+    runtime.delete(cid)

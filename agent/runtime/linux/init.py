@@ -99,6 +99,7 @@ def contain(
         state = _step("wait for the createRuntime hooks", read_line, ctl_fd).encode()
         _step("run createContainer hooks", hooks.run_all, b.config, "createContainer", state)
     os.close(ctl_fd)
+    _step("create the working directory", rootfs.ensure_dir, b.rootfs, _cwd(process))
     _step("pivot_root", rootfs.pivot_root, b.rootfs)
     if b.terminal:
         _step("set up the terminal", setup_terminal, console_fd)
@@ -121,7 +122,7 @@ def contain(
     user = _obj(process.get("user"))
     uid, gid = _int(user.get("uid")), _int(user.get("gid"))
     env.setdefault("HOME", home_of(uid))
-    cwd = str(process.get("cwd") or "/")
+    cwd = _cwd(process)
     cwd_ok = _try_chdir(cwd)
     executable = _step("find the executable", find_executable, b.args[0], env)
     drop_privileges(process, uid, gid, user, cwd, cwd_ok, seccomp_filter)
@@ -244,6 +245,10 @@ def _become_user(process: dict[str, object], uid: int, gid: int, user: dict[str,
         _step("set user and capabilities", caps.apply, capabilities, uid, gid, groups)
     else:
         _step("set user", caps.switch_user, uid, gid, groups)
+
+
+def _cwd(process: dict[str, object]) -> str:
+    return str(process.get("cwd") or "/")
 
 
 def _try_chdir(cwd: str) -> bool:

@@ -80,6 +80,19 @@ def secure_join(root: str, unsafe: str) -> str:
     return root + ("/" + "/".join(resolved) if resolved else "")
 
 
+def ensure_dir(rootfs: str, path: str) -> None:
+    """Create `path` inside the rootfs if it is missing (the working directory,
+    as runc does); a read-only rootfs is left alone and chdir reports it later."""
+    target = secure_join(rootfs, path)
+    if os.path.isdir(target):
+        return
+    try:
+        os.makedirs(target, 0o755, exist_ok=True)
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+
+
 def prepare_root(rootfs: str, propagation: int) -> None:
     """Stop mounts leaking back to the host, and make the rootfs a mount point."""
     libc.mount(None, "/", None, flags.MS_REC | (propagation or flags.MS_SLAVE))
