@@ -364,41 +364,27 @@ class Runtime:
             raise BundleError(str(e)) from None
         r, w = os.pipe()  # children -> caller: "pid N", "ready", "error ..."
         ctl_r, ctl_w = os.pipe()  # caller -> container: "cgroup" once it joined
-        c1 = os.fork()
-        if c1 == 0:  # C1: namespaces, then fork the container's pid 1
-            code = 1
-            try:
-                os.close(r)
-                os.close(ctl_w)
-                if stdio is not None:
-                    for target, fd in enumerate(stdio):
-                        os.dup2(fd, target)
-                for kind, path in b.join_namespaces:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                    try:
-                        libc.setns(fd, spec.NAMESPACE_FLAGS[kind], f"{kind} {path}")
-                    finally:
-                        os.close(fd)
-                # The cgroup namespace comes after the cgroups are joined (in contain).
-                libc.unshare(b.new_namespaces & ~flags.CLONE_NEWCGROUP)
-                fifo_fd = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)
-                c2 = os.fork()
-                if c2 == 0:
-                    try:
-                        init.contain(b, w, ctl_r, fifo_fd, cgroup, console_fd, seccomp_filter)
-                    except init.InitError as e:
-                        init.report(w, f"error {e}")
-                    except BaseException as e:  # report anything, never unwind into the caller
-                        init.report(w, f"error {type(e).__name__}: {e}")
-                    os._exit(1)
-                init.report(w, f"pid {c2}")
-                code = 0
-            except BaseException as e:
+
+        def enter_namespaces() -> None:  # in C1
+            os.close(r)
+            os.close(ctl_w)
+            if stdio is not None:
+                for target, fd in enumerate(stdio):
+                    os.dup2(fd, target)
+            for kind, path in b.join_namespaces:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 try:
-                    init.report(w, f"error {e}")
-                except OSError:
-                    pass
-            os._exit(code)
+                    libc.setns(fd, spec.NAMESPACE_FLAGS[kind], f"{kind} {path}")
+                finally:
+                    os.close(fd)
+            # The cgroup namespace comes after the cgroups are joined (in contain).
+            libc.unshare(b.new_namespaces & ~flags.CLONE_NEWCGROUP)
+
+        def run_init() -> None:  # in C2, pid 1 of the new pid namespace
+            fifo_fd = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)
+            init.contain(b, w, ctl_r, fifo_fd, cgroup, console_fd, seccomp_filter)
+
+        c1 = _fork_twice(w, enter_namespaces, run_init, failed=1)
         os.close(w)
         os.close(ctl_r)
         # Start the (slow) first migration at once, with C1: if C2 is forked after
@@ -692,33 +678,18 @@ class Runtime:
         except init.InitError as e:
             raise BundleError(str(e)) from None
         r, w = os.pipe()
-        c1 = os.fork()
-        if c1 == 0:
-            code = 1
-            try:
-                os.close(r)
-                if c.cgroup is not None:
-                    c.cgroup.add(os.getpid())
-                for fd, nstype in _container_namespaces(c.pid):
-                    libc.setns(fd, nstype, "container namespace")
-                    os.close(fd)
-                c2 = os.fork()
-                if c2 == 0:
-                    try:
-                        init.enter(process, w, console_fd, seccomp_filter)
-                    except init.InitError as e:
-                        init.report(w, f"error {e}")
-                    except BaseException as e:
-                        init.report(w, f"error {type(e).__name__}: {e}")
-                    os._exit(127)
-                init.report(w, f"pid {c2}")
-                code = 0
-            except BaseException as e:
-                try:
-                    init.report(w, f"error {e}")
-                except OSError:
-                    pass
-            os._exit(code)
+
+        def join_container() -> None:  # in C1
+            os.close(r)
+            if c.cgroup is not None:
+                c.cgroup.add(os.getpid())
+            for fd, nstype in _container_namespaces(c.pid):
+                libc.setns(fd, nstype, "container namespace")
+                os.close(fd)
+
+        c1 = _fork_twice(
+            w, join_container, lambda: init.enter(process, w, console_fd, seccomp_filter), 127
+        )
         os.close(w)
         if console_socket is not None and console_fd is not None:
             os.close(console_fd)
@@ -758,6 +729,38 @@ class Runtime:
                 console.close()
             if seccomp_filter is not None:
                 seccomp_filter.release()
+
+
+def _fork_twice(w: int, first: Callable[[], None], second: Callable[[], None], failed: int) -> int:
+    """Fork C1, which runs `first` (join or make namespaces) and forks C2, which
+    runs `second` (it execs, or fails). C1 reports C2's pid on `w` and exits;
+    a failure in either is reported there as `error <message>`, never raised
+    into the caller's copy of the stack. Returns C1's pid."""
+    from agent.runtime.linux import init
+
+    c1 = os.fork()
+    if c1 != 0:
+        return c1
+    code = 1
+    try:
+        first()
+        c2 = os.fork()
+        if c2 == 0:
+            try:
+                second()
+            except init.InitError as e:
+                init.report(w, f"error {e}")
+            except BaseException as e:  # report anything, never unwind into the caller
+                init.report(w, f"error {type(e).__name__}: {e}")
+            os._exit(failed)
+        init.report(w, f"pid {c2}")
+        code = 0
+    except BaseException as e:
+        try:
+            init.report(w, f"error {e}")
+        except OSError:
+            pass
+    os._exit(code)
 
 
 def _container_namespaces(pid: int) -> list[tuple[int, int]]:
