@@ -335,7 +335,7 @@ class Cgroup:
             for d in self.paths.values():
                 self.created.extend(_makedirs(d))
             if self.unified:
-                self._enable_v2_controllers()
+                self._enable_v2_controllers(resources)
             else:
                 self._init_cpuset()
             self.apply(resources)
@@ -367,11 +367,18 @@ class Cgroup:
                     if not _read(os.path.join(cur, fname)).strip():
                         _write(os.path.join(cur, fname), _read(os.path.join(parent, fname)).strip())
 
-    def _enable_v2_controllers(self) -> None:
+    def _enable_v2_controllers(self, resources: dict[str, object]) -> None:
+        """Delegate the controllers a container needs down to its directory.
+
+        The usual ones always (limits and stats), hugetlb only when asked for.
+        """
         root = CGROUP_ROOT
         d = self.paths[root]
         available = _read(os.path.join(root, "cgroup.controllers")).split()
-        wanted = [c for c in ("cpu", "cpuset", "memory", "pids", "io", "hugetlb") if c in available]
+        usual = ["cpu", "cpuset", "memory", "pids", "io"]
+        if resources.get("hugepageLimits"):
+            usual.append("hugetlb")
+        wanted = [c for c in usual if c in available]
         parts = os.path.relpath(d, root).split("/")
         cur = root
         for part in parts:
