@@ -336,6 +336,7 @@ class Cgroup:
                 self.created.extend(_makedirs(d))
             if self.unified:
                 self._enable_v2_controllers(resources)
+                self._attach_device_filter(resources)
             else:
                 self._init_cpuset()
             self.apply(resources)
@@ -343,8 +344,24 @@ class Cgroup:
             self.destroy(timeout=0)
             raise
 
+    def _attach_device_filter(self, resources: dict[str, object]) -> None:
+        """v2 has no device files: the rules become an eBPF program on the cgroup.
+
+        Attached at create, before any process joins; `update` does not change
+        it (a second program would only ever restrict further).
+        """
+        devices = resources.get("devices")
+        if not isinstance(devices, list):
+            return
+        from agent.runtime.linux import devices_bpf  # ctypes: only where containers start
+
+        program = devices_bpf.compile_rules(devices)
+        os.close(devices_bpf.load_and_attach(program, self.paths[CGROUP_ROOT]))
+
     def apply(self, resources: dict[str, object]) -> None:
-        """Write the limits (at create, and for `update` on a live container)."""
+        """Write the limits (at create, and for `update` on a live container).
+
+        Device rules are not re-applied on v2 (see _attach_device_filter)."""
         if self.unified:
             for fname, value in v2_writes(resources):
                 _write(os.path.join(self.paths[CGROUP_ROOT], fname), value)
