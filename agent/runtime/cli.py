@@ -222,12 +222,22 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return 1
     except OSError as e:
-        log.error(str(e))
+        log.error(describe_os_error(e))
         if debug:
             raise
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def describe_os_error(e: OSError) -> str:
+    """`/run/x: Permission denied (the runtime needs root)` rather than `[Errno 13] ...`."""
+    if e.filename is None:
+        return str(e.strerror or e)
+    text = f"{e.filename}: {e.strerror}"
+    if e.errno in (1, 13) and os.geteuid() != 0:  # EPERM, EACCES
+        text += " (the runtime needs root)"
+    return text
 
 
 class Logger:

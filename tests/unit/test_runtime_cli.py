@@ -102,3 +102,13 @@ def test_exec_user_must_be_numeric() -> None:
 )
 def test_command_index_skips_global_options(argv: list[str], index: int) -> None:
     assert _command_index(argv) == index
+
+
+def test_os_errors_read_as_one_line() -> None:
+    from agent.runtime.cli import describe_os_error
+
+    e = PermissionError(13, "Permission denied", "/run/orchestr")
+    text = describe_os_error(e)
+    assert text.startswith("/run/orchestr: Permission denied")
+    assert "[Errno" not in text
+    assert describe_os_error(OSError(5, "Input/output error")) == "Input/output error"
