@@ -5,6 +5,7 @@ ctypes; libc.py holds the calls.
 """
 
 # clone(2) / unshare(2) / setns(2) namespace flags.
+CLONE_FS = 0x00000200
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
