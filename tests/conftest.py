@@ -24,8 +24,12 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from agent.snapshots import Mount
 
 RUN_ENV = "ORCHESTR_TEST_RUN"
 NETNS_PREFIX = "ot-"
@@ -169,6 +173,31 @@ def runtime(state_dir: Path) -> object:
     from agent.runtime.runtime import Runtime
 
     return Runtime(str(state_dir / "runtime-root"), warn=lambda _msg: None)
+
+
+# -- mounts ----------------------------------------------------------------------------
+
+Mounter = Callable[[list["Mount"], Path], Path]
+
+
+@pytest.fixture
+def mounter() -> Iterator[Mounter]:
+    """mounter(mounts, target): snapshot mounts made, and undone after the test."""
+    from agent.snapshots import mount_all, unmount
+
+    targets: list[Path] = []
+
+    def mount(mounts: list[Mount], target: Path) -> Path:
+        target.mkdir(parents=True, exist_ok=True)
+        targets.append(target)
+        mount_all(mounts, str(target))
+        return target
+
+    try:
+        yield mount
+    finally:
+        for target in reversed(targets):
+            unmount(str(target), detach=True)
 
 
 # -- test hosts --------------------------------------------------------------------

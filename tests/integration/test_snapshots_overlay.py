@@ -13,7 +13,6 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import pytest
 from agent.runtime import specopts as so
 from agent.snapshots import Mount, OverlaySnapshotter, mount_all, unmount
 from agent.snapshots.archive import OPAQUE_XATTR
-from tests.conftest import unique
+from tests.conftest import Mounter, unique
 from tests.integration.test_runtime import run_cli
 
 TAR = "application/vnd.oci.image.layer.v1.tar"
@@ -76,27 +75,6 @@ def tree(root: Path) -> dict[str, str]:
         else:
             found[rel] = "f:" + path.read_text()
     return found
-
-
-Mounter = Callable[[list[Mount], Path], Path]
-
-
-@pytest.fixture
-def mounter() -> Iterator[Mounter]:
-    """mounter(mounts, target): mount_all, with an unmount guaranteed afterwards."""
-    targets: list[Path] = []
-
-    def mount(mounts: list[Mount], target: Path) -> Path:
-        target.mkdir(parents=True, exist_ok=True)
-        targets.append(target)
-        mount_all(mounts, str(target))
-        return target
-
-    try:
-        yield mount
-    finally:
-        for target in reversed(targets):
-            unmount(str(target), detach=True)
 
 
 BASE = [
