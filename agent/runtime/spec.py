@@ -18,7 +18,7 @@ import stat
 from agent.runtime import fastjson
 from agent.runtime.errors import BundleError, NotSupportedError
 from agent.runtime.linux import caps as capsmod
-from agent.runtime.linux import flags
+from agent.runtime.linux import flags, mountopts
 
 TYPE_CHECKING = False  # typing costs ~10 ms of start-up; mypy still sees the block
 
@@ -52,47 +52,6 @@ NAMESPACE_FILES = {
 # rights over the others), mount last but one so paths still resolve.
 JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount")
 
-# Mount options that are flags; the value is (set?, flag).
-MOUNT_FLAGS: dict[str, tuple[bool, int]] = {
-    "ro": (True, flags.MS_RDONLY),
-    "rw": (False, flags.MS_RDONLY),
-    "nosuid": (True, flags.MS_NOSUID),
-    "suid": (False, flags.MS_NOSUID),
-    "nodev": (True, flags.MS_NODEV),
-    "dev": (False, flags.MS_NODEV),
-    "noexec": (True, flags.MS_NOEXEC),
-    "exec": (False, flags.MS_NOEXEC),
-    "sync": (True, flags.MS_SYNCHRONOUS),
-    "async": (False, flags.MS_SYNCHRONOUS),
-    "dirsync": (True, flags.MS_DIRSYNC),
-    "remount": (True, flags.MS_REMOUNT),
-    "mand": (True, flags.MS_MANDLOCK),
-    "nomand": (False, flags.MS_MANDLOCK),
-    "atime": (False, flags.MS_NOATIME),
-    "noatime": (True, flags.MS_NOATIME),
-    "diratime": (False, flags.MS_NODIRATIME),
-    "nodiratime": (True, flags.MS_NODIRATIME),
-    "bind": (True, flags.MS_BIND),
-    "rbind": (True, flags.MS_BIND | flags.MS_REC),
-    "relatime": (True, flags.MS_RELATIME),
-    "norelatime": (False, flags.MS_RELATIME),
-    "strictatime": (True, flags.MS_STRICTATIME),
-    "nostrictatime": (False, flags.MS_STRICTATIME),
-    "lazytime": (True, flags.MS_LAZYTIME),
-    "nolazytime": (False, flags.MS_LAZYTIME),
-    "nosymfollow": (True, flags.MS_NOSYMFOLLOW),
-    "symfollow": (False, flags.MS_NOSYMFOLLOW),
-}
-PROPAGATION_FLAGS = {
-    "private": flags.MS_PRIVATE,
-    "rprivate": flags.MS_PRIVATE | flags.MS_REC,
-    "shared": flags.MS_SHARED,
-    "rshared": flags.MS_SHARED | flags.MS_REC,
-    "slave": flags.MS_SLAVE,
-    "rslave": flags.MS_SLAVE | flags.MS_REC,
-    "unbindable": flags.MS_UNBINDABLE,
-    "runbindable": flags.MS_UNBINDABLE | flags.MS_REC,
-}
 # Options that only make sense to the runtime (idmap, tmpcopyup, ...).
 _UNSUPPORTED_MOUNT_OPTIONS = frozenset({"idmap", "ridmap", "tmpcopyup"})
 
@@ -348,22 +307,10 @@ def resolve_namespaces(b: Bundle) -> None:
 
 def parse_mount_options(options: list[str]) -> tuple[int, int, str]:
     """(flags, propagation flags, data string) from OCI mount options."""
-    mflags = 0
-    propagation = 0
-    data: list[str] = []
     for opt in options:
-        if opt in MOUNT_FLAGS:
-            is_set, flag = MOUNT_FLAGS[opt]
-            if is_set:
-                mflags |= flag
-            else:
-                mflags &= ~flag
-        elif opt in PROPAGATION_FLAGS:
-            propagation |= PROPAGATION_FLAGS[opt]
-        elif opt in _UNSUPPORTED_MOUNT_OPTIONS:
+        if opt in _UNSUPPORTED_MOUNT_OPTIONS:
             raise NotSupportedError(f"mount option {opt!r} is not supported")
-        else:
-            data.append(opt)
+    mflags, propagation, data = mountopts.parse(options)
     return mflags, propagation, ",".join(data)
 
 

@@ -22,50 +22,11 @@ import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from agent.runtime.linux import flags, libc
+from agent.runtime.linux import flags, libc, mountopts
 from agent.snapshots.base import Mount
 
 # unshare(2): a private fs_struct (root, cwd, umask) for the calling thread.
 # Not in agent/runtime/linux/flags.py (yet).
-
-# mount(8) flag options: name -> (clears the flag, flag), as containerd's parser.
-FLAG_OPTIONS: dict[str, tuple[bool, int]] = {
-    "async": (True, flags.MS_SYNCHRONOUS),
-    "atime": (True, flags.MS_NOATIME),
-    "bind": (False, flags.MS_BIND),
-    "defaults": (False, 0),
-    "dev": (True, flags.MS_NODEV),
-    "diratime": (True, flags.MS_NODIRATIME),
-    "dirsync": (False, flags.MS_DIRSYNC),
-    "exec": (True, flags.MS_NOEXEC),
-    "mand": (False, flags.MS_MANDLOCK),
-    "noatime": (False, flags.MS_NOATIME),
-    "nodev": (False, flags.MS_NODEV),
-    "nodiratime": (False, flags.MS_NODIRATIME),
-    "noexec": (False, flags.MS_NOEXEC),
-    "nomand": (True, flags.MS_MANDLOCK),
-    "norelatime": (True, flags.MS_RELATIME),
-    "nostrictatime": (True, flags.MS_STRICTATIME),
-    "nosuid": (False, flags.MS_NOSUID),
-    "rbind": (False, flags.MS_BIND | flags.MS_REC),
-    "relatime": (False, flags.MS_RELATIME),
-    "remount": (False, flags.MS_REMOUNT),
-    "ro": (False, flags.MS_RDONLY),
-    "rw": (True, flags.MS_RDONLY),
-    "strictatime": (False, flags.MS_STRICTATIME),
-    "suid": (True, flags.MS_NOSUID),
-    "sync": (False, flags.MS_SYNCHRONOUS),
-}
-PROPAGATION_OPTIONS: dict[str, int] = {
-    "private": flags.MS_PRIVATE,
-    "rprivate": flags.MS_PRIVATE | flags.MS_REC,
-    "shared": flags.MS_SHARED,
-    "rshared": flags.MS_SHARED | flags.MS_REC,
-    "slave": flags.MS_SLAVE,
-    "rslave": flags.MS_SLAVE | flags.MS_REC,
-    "unbindable": flags.MS_UNBINDABLE,
-    "runbindable": flags.MS_UNBINDABLE | flags.MS_REC,
-}
 
 _BUSY_RETRIES = 20
 _BUSY_DELAY = 0.05
@@ -89,18 +50,7 @@ class Options(NamedTuple):
 
 def parse_options(options: Sequence[str]) -> Options:
     """Split mount(8)-style options into mount flags, propagation and data (pure)."""
-    mount_flags = 0
-    propagation = 0
-    data: list[str] = []
-    for option in options:
-        if option in FLAG_OPTIONS:
-            clear, flag = FLAG_OPTIONS[option]
-            mount_flags = mount_flags & ~flag if clear else mount_flags | flag
-        elif option in PROPAGATION_OPTIONS:
-            propagation |= PROPAGATION_OPTIONS[option]
-        else:
-            data.append(option)
-    return Options(mount_flags, propagation, data)
+    return Options(*mountopts.parse(tuple(options)))
 
 
 def plan(mount: Mount, target: str) -> list[MountCall]:

@@ -274,7 +274,7 @@ def _wait_for_start(fifo_fd: int) -> None:
 
 
 def _root_propagation(linux: dict[str, object]) -> int:
-    from agent.runtime.spec import PROPAGATION_FLAGS
+    from agent.runtime.linux.mountopts import PROPAGATION_FLAGS
 
     value = linux.get("rootfsPropagation")
     return PROPAGATION_FLAGS.get(str(value), 0) if value else 0
