@@ -32,13 +32,18 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-# compat mode: a plain path in a .pth, not an import hook that costs ~20 ms per start.
-.venv/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat
+# The build backend's warnings are noise for a user; show them only on failure.
+if ! .venv/bin/pip install -q -e '.[test]' 2>.venv/pip-install.log; then
+  cat .venv/pip-install.log >&2
+  exit 1
+fi
 # Bytecode now, so no start-up compiles (PYTHONDONTWRITEBYTECODE may be set).
 .venv/bin/python -m compileall -q orchestr agent >/dev/null
 
 # The lean launcher: `orchestr runtime` runs once per container operation, so it
-# starts without site (-S); orchestr/__main__.py loads site for every other command.
+# starts without site (-S) and finds the package by its path, not through the
+# editable install's import hook (~20 ms); orchestr/__main__.py loads site for
+# every other command.
 src=$(.venv/bin/python -c 'import orchestr, os; print(os.path.dirname(os.path.dirname(os.path.abspath(orchestr.__file__))))')
 cat > .venv/bin/orchestr <<LAUNCHER
 #!$PWD/.venv/bin/python -S
