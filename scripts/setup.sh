@@ -9,6 +9,7 @@ packages=(
   iproute2         # ip netns: test hosts
   libseccomp2      # seccomp filters, loaded through ctypes
   runc             # the peer the runtime is compared with (interop tests, bench)
+  skopeo           # the peer for image archives and registries (interop tests)
   hyperfine        # bench/
 )
 missing=()
