@@ -1,10 +1,12 @@
 """A busybox root filesystem from Debian's busybox-static, without any registry.
 
     python -m agent.images.busybox DEST
+    python -m agent.images.busybox --image [--data-root DIR] [--name NAME]
 
-makes DEST a small but complete rootfs: /bin/busybox with a symlink per
-applet, /etc/passwd and /etc/group, and the glibc pieces busybox's applets
-need to resolve host names through NSS at run time (see MACHINE-NOTES).
+makes DEST a small but complete rootfs (or imports one as busybox:latest):
+/bin/busybox with a symlink per applet, /etc/passwd and /etc/group, and the
+glibc pieces busybox's applets need to resolve host names through NSS at run
+time (see MACHINE-NOTES).
 The test suite's image factory and the examples build on it.
 """
 
@@ -97,15 +99,52 @@ def _write(root: str, rel: str, text: str) -> None:
         f.write(text)
 
 
+def make_image(data_root: str, name: str = "busybox:latest") -> str:
+    """Build the rootfs in a temporary directory and import it as `name` into the
+    image stores under `data_root`; returns the manifest digest."""
+    import tempfile
+
+    from agent.content import ContentStore
+    from agent.images.importer import import_rootfs
+    from agent.images.reference import parse
+    from agent.images.store import ImageStore
+
+    content = ContentStore(os.path.join(data_root, "content"))
+    images = ImageStore(os.path.join(data_root, "images"), content)
+    with tempfile.TemporaryDirectory(prefix="busybox-") as tmp:
+        rootfs = make_rootfs(os.path.join(tmp, "rootfs"))
+        image = import_rootfs(content, images, rootfs, parse(name), cmd=["sh"])
+    return str(image.target.digest)
+
+
+USAGE = """usage: python -m agent.images.busybox DEST
+       python -m agent.images.busybox --image [--data-root DIR] [--name NAME]
+
+The first form writes a busybox root filesystem to DEST; the second imports one as
+the image NAME (default busybox:latest) into the stores under DIR (default
+/var/lib/orchestr), the base image the examples and tests build on.
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m agent.images.busybox DEST", file=sys.stderr)
-        return 2
     try:
+        if args and args[0] == "--image":
+            opts = dict(zip(args[1::2], args[2::2], strict=False))
+            unknown = set(opts) - {"--data-root", "--name"}
+            if unknown or len(args[1:]) % 2:
+                print(USAGE, end="", file=sys.stderr)
+                return 2
+            name = opts.get("--name", "busybox:latest")
+            digest = make_image(opts.get("--data-root", "/var/lib/orchestr"), name)
+            print(f"{name}: {digest}")
+            return 0
+        if len(args) != 1 or args[0].startswith("-"):
+            print(USAGE, end="", file=sys.stderr)
+            return 2
         make_rootfs(args[0])
-    except (BusyboxMissing, OSError) as e:
-        print(f"busybox rootfs: {e}", file=sys.stderr)
+    except (BusyboxMissing, OSError, ValueError) as e:
+        print(f"busybox: {e}", file=sys.stderr)
         return 1
     return 0
 

@@ -119,3 +119,20 @@ def test_tag_needs_a_stored_manifest(stores: tuple[ContentStore, ImageStore]) ->
     layer = Descriptor(media_type=media.OCI_LAYER, digest=Digest.of(b"x"), size=1)
     with pytest.raises(ValueError, match="is not a manifest or index"):
         images.tag("layer", layer)
+
+
+def test_busybox_image_command(tmp_path: Path) -> None:
+    import shutil
+
+    from agent.images import busybox
+
+    if not Path(busybox.BUSYBOX).exists() or shutil.which("busybox") is None:
+        pytest.skip("busybox-static is not installed")
+    assert busybox.main(["--image", "--data-root", str(tmp_path), "--name", "bb:1"]) == 0
+    content = ContentStore(tmp_path / "content")
+    image = ImageStore(tmp_path / "images", content).get("bb:1")
+    manifest = json.loads(content.read(image.target.digest))
+    config = json.loads(content.read(manifest["config"]["digest"]))
+    assert config["config"]["Cmd"] == ["sh"]
+    assert content.fsck() == []
+    assert busybox.main(["--image", "--bogus", "x"]) == 2
