@@ -61,7 +61,7 @@ from agent.content import (
     SizeMismatch,
 )
 from agent.images import media
-from agent.images.importer import platform_architecture
+from agent.images.platform import missing_platform, pick_manifest
 from agent.images.reference import Reference, ReferenceError_, parse
 from agent.images.store import Image, ImageStore
 
@@ -498,17 +498,10 @@ def _ingest_blob(content: ContentStore, src: _Source, desc: Descriptor) -> None:
 
 
 def _pick_platform(index: Descriptor, children: list[Descriptor]) -> Descriptor:
-    """The manifest for linux/<this machine> (an index with one unlabelled child: that one)."""
-    arch = platform_architecture()
-    for child in children:
-        if child.platform and child.platform.os == "linux" and child.platform.architecture == arch:
-            return child
-    if len(children) == 1 and children[0].platform is None:
-        return children[0]
-    have = ", ".join(f"{c.platform.os}/{c.platform.architecture}" for c in children if c.platform)
-    raise ArchiveError(
-        f"index {index.digest}: no manifest for linux/{arch} (has: {have or 'none'})"
-    )
+    child = pick_manifest(children)
+    if child is None:
+        raise ArchiveError(f"index {index.digest}: {missing_platform(children)}")
+    return child
 
 
 def _descriptors(items: object, where: str) -> list[Descriptor]:
