@@ -175,6 +175,18 @@ def runtime(state_dir: Path) -> object:
     return Runtime(str(state_dir / "runtime-root"), warn=lambda _msg: None)
 
 
+# -- peers -----------------------------------------------------------------------------
+
+
+def skopeo(*args: str) -> str:
+    """Run skopeo (no signature policy); its stdout, or the test fails with its stderr."""
+    done = subprocess.run(
+        ["skopeo", "--insecure-policy", *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 # -- mounts ----------------------------------------------------------------------------
 
 Mounter = Callable[[list["Mount"], Path], Path]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,12 @@ from agent.images.archive import load, save
 from agent.images.importer import import_rootfs
 from agent.images.reference import parse
 from agent.images.store import ImageStore
+from tests.conftest import skopeo
 
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed"),
 ]
-
-
-def skopeo(*args: str) -> str:
-    done = subprocess.run(
-        ["skopeo", "--insecure-policy", *args], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 @pytest.fixture

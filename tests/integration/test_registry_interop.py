@@ -23,7 +23,7 @@ from agent.images.importer import import_rootfs
 from agent.images.reference import parse
 from agent.images.registry import pull, push
 from agent.images.store import ImageStore
-from tests.conftest import MARKER
+from tests.conftest import MARKER, skopeo
 
 REGISTRY = "/usr/bin/docker-registry"
 
@@ -32,14 +32,6 @@ pytestmark = [
     pytest.mark.skipif(not Path(REGISTRY).exists(), reason="docker-registry is not installed"),
     pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed"),
 ]
-
-
-def skopeo(*args: str) -> str:
-    done = subprocess.run(
-        ["skopeo", "--insecure-policy", *args], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def free_port() -> int:
