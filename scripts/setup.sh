@@ -10,6 +10,7 @@ packages=(
   libseccomp2      # seccomp filters, loaded through ctypes
   runc             # the peer the runtime is compared with (interop tests, bench)
   skopeo           # the peer for image archives and registries (interop tests)
+  umoci            # the peer that makes OCI layouts (interop tests)
   docker-registry  # a registry on loopback for pull/push tests
   hyperfine        # bench/
 )
