@@ -313,6 +313,45 @@ class OverlaySnapshotter:
             raise
         return new_chain
 
+    def commit(self, parent_chain: str | None, upper_dir: str, diff_id: str) -> str:
+        """Make a container's upper directory a snapshot on `parent_chain` (containerd's
+        Commit); returns the new chain ID.
+
+        The upper directory is already in the snapshot form (overlayfs whiteouts),
+        so it is moved, not copied: it must be on this snapshotter's file system
+        (OSError EXDEV otherwise) and unmounted. `diff_id` is the diff ID of the
+        layer made from it. When the chain exists already, the directory is removed.
+        """
+        check_digest(diff_id, "diff ID")
+        new_chain = next_chain_id(parent_chain, diff_id)
+        usage = disk_usage(upper_dir)
+        with self._locked() as metadata:
+            if new_chain in metadata.snapshots:
+                remove_tree(upper_dir)
+                return new_chain
+            if parent_chain is not None and parent_chain not in metadata.snapshots:
+                raise SnapshotNotFound(f"parent snapshot {parent_chain} was removed")
+            snapshot_id = metadata.next_id
+            final = os.path.join(self.snapshots_dir, str(snapshot_id))
+            os.mkdir(final, 0o700)
+            try:
+                os.rename(upper_dir, os.path.join(final, "fs"))
+            except BaseException:
+                os.rmdir(final)
+                raise
+            metadata.next_id = snapshot_id + 1
+            metadata.snapshots[new_chain] = SnapshotInfo(
+                chain_id=new_chain,
+                id=snapshot_id,
+                parent=parent_chain,
+                diff_id=diff_id,
+                size=usage.size,
+                inodes=usage.inodes,
+                created=time.time(),
+            )
+            self._save(metadata)
+        return new_chain
+
     def mounts(
         self, chain_id: str | None, container_dir: str, *, readonly: bool = False
     ) -> builtins.list[Mount]:
