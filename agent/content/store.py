@@ -16,7 +16,9 @@ writer with the same ref re-hashes what is already there and continues at
 sends the whole blob again). Stale partial data is harmless: it fails
 verification at commit, which discards it. Only one writer per ref at a time;
 a second one gets `IngestLocked`. Writers without a ref are discarded unless
-committed.
+committed. Ingests nobody resumes (a pull given up on, a writer killed) are
+dropped by `prune_ingests(max_age)`, which `gc.collect` calls; a locked ingest
+is never dropped.
 
 Errors (`ValueError` for a malformed digest, otherwise):
 
@@ -36,7 +38,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -330,6 +332,46 @@ class ContentStore:
         finally:
             os.close(fd)
 
+    def prune_ingests(self, max_age: float, now: float | None = None) -> list[str]:
+        """Drop the ingests not written to for more than `max_age` seconds; their refs.
+
+        An ingest a writer holds is left alone, however old (its lock is tried,
+        never waited for), and the age is checked again under the lock, so an
+        ingest resumed meanwhile stays. Directories without a data file (a
+        writer that died while creating one) go by the age of the directory.
+        """
+        now = time.time() if now is None else now
+        removed: list[str] = []
+        for directory in sorted(self._ingest.iterdir()):
+            if not _is_real_dir(directory):
+                continue  # a stray; fsck reports it
+            try:
+                ref = (directory / "ref").read_text()
+            except (FileNotFoundError, NotADirectoryError):
+                ref = directory.name
+            try:
+                fd = os.open(directory / "data", os.O_RDONLY)
+            except FileNotFoundError:
+                try:
+                    stale = now - directory.stat().st_mtime > max_age
+                except FileNotFoundError:
+                    continue
+                if stale:
+                    shutil.rmtree(directory, ignore_errors=True)
+                    removed.append(ref)
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live writer has it
+                if now - os.fstat(fd).st_mtime > max_age and (directory / "data").exists():
+                    shutil.rmtree(directory, ignore_errors=True)
+                    removed.append(ref)
+            finally:
+                os.close(fd)
+        return removed
+
     # -- checking
 
     def fsck(self) -> list[str]:
@@ -430,8 +472,13 @@ class Writer:
         self._hash = hashlib.new(self._hash.name)
         self._offset = 0
 
-    def commit(self) -> Descriptor:
-        """Verify size and digest, then move the data into `blobs/` (idempotent)."""
+    def commit(self, before: Callable[[Digest], None] | None = None) -> Descriptor:
+        """Verify size and digest, then move the data into `blobs/` (idempotent).
+
+        `before(digest)` is called once the digest is verified and before the
+        blob can appear in the store (or is found already there): a lease
+        records it there, for a writer that learns the digest only now.
+        """
         self._check_open()
         self._file.flush()
         actual = Digest(f"{self._hash.name}:{self._hash.hexdigest()}")
@@ -439,6 +486,12 @@ class Writer:
             _verify(self.expected_digest, self.expected_size, actual, self._offset)
         except ContentError as e:
             self._fail(e)
+        if before is not None:
+            try:
+                before(actual)
+            except BaseException:
+                self.close()
+                raise
         target = self._store.path(actual)
         if not target.is_file():
             os.fchmod(self._file.fileno(), 0o444)
@@ -485,8 +538,10 @@ class Writer:
                 if not ref_file.exists():
                     ref_file.write_text(self.ref)
                 f = open(self._data, "a+b")  # noqa: SIM115 (kept open: it holds the lock)
-            except FileNotFoundError:
-                continue  # the directory went away under us
+            except (FileNotFoundError, FileExistsError):
+                # the directory went away under us (mkdir's exist_ok re-checks
+                # is_dir() after EEXIST and raises if a commit removed it meanwhile)
+                continue
             try:
                 _lock(f.fileno(), self.ref)
                 held, there = os.fstat(f.fileno()), os.stat(self._data)

@@ -23,7 +23,9 @@ index is resolved to this machine's platform; that manifest is tagged and the
 index blob kept. An old docker-save image gets an OCI manifest built for it
 (its config is stored as it is). Names come from `io.containerd.image.name`,
 `org.opencontainers.image.ref.name` (a bare tag needs the caller's `name`) or
-RepoTags; entries without one are reported in `LoadResult.untagged`.
+RepoTags; entries without one are reported in `LoadResult.untagged`. A lease
+(`agent.images.leases`) holds every blob from before it is written until the
+names are tagged, so a concurrent `gc.collect` cannot take them meanwhile.
 
 Errors:
 
@@ -61,6 +63,7 @@ from agent.content import (
     SizeMismatch,
 )
 from agent.images import media
+from agent.images.leases import Lease, LeaseManager, leases_for
 from agent.images.platform import missing_platform, pick_manifest
 from agent.images.reference import Reference, ReferenceError_, parse
 from agent.images.store import Image, ImageStore
@@ -222,27 +225,31 @@ def load(
     images: ImageStore,
     source: BinaryIO | str | os.PathLike[str],
     name: str | None = None,
+    *,
+    leases: LeaseManager | None = None,
 ) -> LoadResult:
     """Load every image in a docker-save archive, an OCI archive or an OCI layout directory.
 
     `name` names the entries that carry no full name of their own: an entry with
     only a tag (`ref.name` = `v1`) becomes `name` with that tag, one with none
-    becomes `name` itself.
+    becomes `name` itself. `leases` defaults to `leases_for(content)`.
     """
-    with ExitStack() as stack:
-        src = _open_source(source, stack)
-        if src.exists("index.json"):
-            if not src.exists("oci-layout"):
-                raise ArchiveError("index.json without oci-layout: not an OCI image layout")
-            _check_layout_version(src)
-            loaded = _load_layout(content, src)
-            if src.exists("manifest.json"):
-                _add_repo_tags(content, loaded, _docker_manifest(src))
-        elif src.exists("manifest.json"):
-            loaded = _load_docker_legacy(content, src, _docker_manifest(src))
-        else:
-            raise ArchiveError("neither index.json nor manifest.json: not an image archive")
-    return _tag_all(images, loaded, name)
+    manager = leases if leases is not None else leases_for(content)
+    with manager.lease() as lease:
+        with ExitStack() as stack:
+            src = _open_source(source, stack)
+            if src.exists("index.json"):
+                if not src.exists("oci-layout"):
+                    raise ArchiveError("index.json without oci-layout: not an OCI image layout")
+                _check_layout_version(src)
+                loaded = _load_layout(content, src, lease)
+                if src.exists("manifest.json"):
+                    _add_repo_tags(content, loaded, _docker_manifest(src))
+            elif src.exists("manifest.json"):
+                loaded = _load_docker_legacy(content, src, _docker_manifest(src), lease)
+            else:
+                raise ArchiveError("neither index.json nor manifest.json: not an image archive")
+        return _tag_all(images, loaded, name)
 
 
 @dataclass
@@ -432,7 +439,7 @@ def _check_layout_version(src: _Source) -> None:
 # -- OCI layouts (and the OCI view of Docker 25+ archives)
 
 
-def _load_layout(content: ContentStore, src: _Source) -> list[_Loaded]:
+def _load_layout(content: ContentStore, src: _Source, lease: Lease) -> list[_Loaded]:
     index = _read_member_json(src, "index.json")
     if not isinstance(index, dict):
         raise ArchiveError("index.json: not a JSON object")
@@ -441,7 +448,7 @@ def _load_layout(content: ContentStore, src: _Source) -> list[_Loaded]:
     loaded = []
     for i, desc in enumerate(_descriptors(index.get("manifests"), "index.json")):
         where = f"index.json manifests[{i}]"
-        target = _ingest_image(content, src, desc, where, depth=0)
+        target = _ingest_image(content, src, desc, where, lease, depth=0)
         config = Descriptor.model_validate(_read_json(content, target.digest)["config"])
         names, tag_only = _names_from(desc.annotations, where)
         loaded.append(_Loaded(target, config.digest, names, tag_only))
@@ -449,19 +456,19 @@ def _load_layout(content: ContentStore, src: _Source) -> list[_Loaded]:
 
 
 def _ingest_image(
-    content: ContentStore, src: _Source, desc: Descriptor, where: str, depth: int
+    content: ContentStore, src: _Source, desc: Descriptor, where: str, lease: Lease, depth: int
 ) -> Descriptor:
     """Bring in `desc` (index or manifest); returns the manifest for this platform."""
     if depth > _MAX_DEPTH:
         raise ArchiveError(f"{where}: indexes nested deeper than {_MAX_DEPTH}")
     if desc.media_type in media.INDEXES:
-        _ingest_blob(content, src, desc)
+        _ingest_blob(content, src, desc, lease)
         index = _read_json(content, desc.digest)
         child = _pick_platform(desc, _descriptors(index.get("manifests"), f"index {desc.digest}"))
-        return _ingest_image(content, src, child, f"index {desc.digest}", depth + 1)
+        return _ingest_image(content, src, child, f"index {desc.digest}", lease, depth + 1)
     if desc.media_type not in media.MANIFESTS:
         raise UnknownMediaType(f"{where}: {desc.media_type} is not an image manifest or index")
-    _ingest_blob(content, src, desc)
+    _ingest_blob(content, src, desc, lease)
     manifest = _read_json(content, desc.digest)
     try:
         config = Descriptor.model_validate(manifest.get("config"))
@@ -478,11 +485,12 @@ def _ingest_image(
                 f"manifest {desc.digest}: layer {layer.digest} has unknown type {layer.media_type}"
             )
     for part in [config, *layers]:
-        _ingest_blob(content, src, part)
+        _ingest_blob(content, src, part, lease)
     return desc
 
 
-def _ingest_blob(content: ContentStore, src: _Source, desc: Descriptor) -> None:
+def _ingest_blob(content: ContentStore, src: _Source, desc: Descriptor, lease: Lease) -> None:
+    lease.add_blob(desc.digest, desc.media_type)  # before has(): see agent.images.leases
     if content.has(desc.digest):
         return
     name = _blob_name(desc.digest)
@@ -577,11 +585,11 @@ def _add_repo_tags(
 
 
 def _load_docker_legacy(
-    content: ContentStore, src: _Source, entries: list[_DockerEntry]
+    content: ContentStore, src: _Source, entries: list[_DockerEntry], lease: Lease
 ) -> list[_Loaded]:
     loaded = []
     for entry in entries:
-        config = _ingest_config(content, src, entry.config)
+        config = _ingest_config(content, src, entry.config, lease)
         doc = _read_json(content, config.digest)
         diff_ids = (
             doc.get("rootfs", {}).get("diff_ids") if isinstance(doc.get("rootfs"), dict) else None
@@ -591,7 +599,7 @@ def _load_docker_legacy(
                 f"{entry.config}: rootfs.diff_ids does not match the {len(entry.layers)} layers"
             )
         layers = [
-            _ingest_docker_layer(content, src, path, Digest(diff_id))
+            _ingest_docker_layer(content, src, path, Digest(diff_id), lease)
             for path, diff_id in zip(entry.layers, diff_ids, strict=True)
         ]
         manifest = {
@@ -601,6 +609,7 @@ def _load_docker_legacy(
             "layers": [layer.model_dump(mode="json", exclude_none=True) for layer in layers],
         }
         data = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+        lease.add_blob(Digest.of(data), media.OCI_MANIFEST)
         target = content.put(data).model_copy(update={"media_type": media.OCI_MANIFEST})
         loaded.append(_Loaded(target, config.digest, list(entry.repo_tags)))
     return loaded
@@ -623,18 +632,19 @@ def _expected_from_name(path: str) -> Digest | None:
     return None
 
 
-def _ingest_config(content: ContentStore, src: _Source, path: str) -> Descriptor:
+def _ingest_config(content: ContentStore, src: _Source, path: str, lease: Lease) -> Descriptor:
     with src.open(path) as f:
         data = f.read()
     expected = _expected_from_name(path)
     actual = Digest.of(data, expected.algorithm if expected else "sha256")
     if expected is not None and actual != expected:
         raise CorruptBlob(f"{path}: corrupt (expected {expected}, got {actual})")
+    lease.add_blob(Digest.of(data), media.OCI_CONFIG)
     return content.put(data).model_copy(update={"media_type": media.OCI_CONFIG})
 
 
 def _ingest_docker_layer(
-    content: ContentStore, src: _Source, path: str, diff_id: Digest
+    content: ContentStore, src: _Source, path: str, diff_id: Digest, lease: Lease
 ) -> Descriptor:
     """A layer file (tar or gzipped tar) into the store, checked against its diff_id."""
     with src.open(path) as f:
@@ -660,7 +670,7 @@ def _ingest_docker_layer(
         actual = Digest(f"{diff_id.algorithm}:{uncompressed.hexdigest()}")
         if actual != diff_id:
             raise CorruptBlob(f"{path}: corrupt (config says diff_id {diff_id}, got {actual})")
-        desc = w.commit()
+        desc = w.commit(before=lease.add_blob)
     if expected is not None and desc.digest != expected:
         raise CorruptBlob(f"{path}: corrupt (expected {expected}, got {desc.digest})")
     media_type = media.OCI_LAYER_GZIP if compressed else media.OCI_LAYER

@@ -3,17 +3,23 @@
 Mark and sweep, as containerd's GC does, split nomad-style into a pure decision
 and a thin applier:
 
-- `plan_gc(roots, index, snapshots, in_use_chains)` is pure. The roots are the
-  descriptors the image names point at; `index` is what was read of the content
-  store beforehand (every blob with its size, and the parsed JSON of the
-  indexes, manifests and configs reachable from the roots). It marks, from each
-  root: an index's manifests (and nested indexes), a manifest's config and
-  layers, and the chain IDs of the snapshots a config's `rootfs.diff_ids` make;
-  then the snapshots in use by containers and, for every snapshot kept, its
-  parents. Everything else is to be deleted: blobs by digest, snapshots by chain
-  ID, children before their parents.
-- `collect(content, images, snapshots, in_use_chains, dry_run)` reads (blobs
-  first, then names, then documents), plans and applies the plan in order.
+- `plan_gc(roots, index, snapshots, in_use_chains, leases)` is pure. The roots
+  are the descriptors the image names point at, plus the blobs of the active
+  leases (`agent.images.leases`; a leased index or manifest whose media type
+  the lease records keeps what it references, as a name does); `index` is what
+  was read of the content store beforehand (every blob with its size, and the
+  parsed JSON of the indexes, manifests and configs reachable from the roots).
+  It marks, from each root: an index's manifests (and nested indexes), a
+  manifest's config and layers, and the chain IDs of the snapshots a config's
+  `rootfs.diff_ids` make; then the snapshots in use by containers or held by a
+  lease and, for every snapshot kept, its parents. Everything else is to be
+  deleted: blobs by digest, snapshots by chain ID, children before their
+  parents.
+- `collect(content, images, snapshots, in_use_chains, dry_run, leases=...)`
+  drops stale ingests, then reads (blobs first; then, holding the leases'
+  exclusive lock, the leases, the names and the documents), plans and applies
+  the plan in order before letting the lock go. Why that order leaves no
+  window for an import, load or pull: see `agent.images.leases`.
 - `disk_usage(...)` is what `system df` shows: per image its size, the part of
   it shared with other images and the unique rest; the store's totals with
   shared blobs counted once; and what `collect()` would free.
@@ -24,20 +30,23 @@ from `index.documents`, not JSON, not the shape the spec gives it), what it
 references is unknown, so the plan deletes nothing at all and says why in
 `problems`.
 
-Not handled here (see the design doc): leases. An import or pull that has
-written blobs but not yet tagged its manifest can lose them to a concurrent
-collect; callers must not run the two at once.
+Stale ingests: partial writes not touched for `ingest_max_age` (24 h by
+default: what containerd gives a client's lease, and so the ingests under it)
+and held by no writer are removed first; a pull that broke off resumes from its
+ingest only within that time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.content import ContentStore, Descriptor, NotFound
+from agent.content import OCTET_STREAM, ContentStore, Descriptor, Digest, NotFound
 from agent.images import media
+from agent.images.leases import Lease, LeaseManager, leases_for
 from agent.images.store import ImageStore
 from agent.snapshots import (
     SnapshotInfo,
@@ -49,6 +58,7 @@ from agent.snapshots import (
 )
 
 __all__ = [
+    "INGEST_MAX_AGE",
     "ContentIndex",
     "DiskUsage",
     "GcPlan",
@@ -56,12 +66,15 @@ __all__ = [
     "ImageUsage",
     "collect",
     "disk_usage",
+    "lease_roots",
     "plan_gc",
     "plan_usage",
     "read_index",
 ]
 
 _DOCUMENTS = media.INDEXES | media.MANIFESTS | media.CONFIGS
+INGEST_MAX_AGE = 24 * 3600.0
+"""Seconds without a write after which `collect` drops an unlocked ingest."""
 
 
 # -- inputs and results ------------------------------------------------------------------
@@ -100,6 +113,7 @@ class GcResult:
     removed_snapshots: tuple[str, ...]
     freed: int  # bytes
     skipped: tuple[str, ...]  # what could not be removed, and why
+    removed_ingests: tuple[str, ...] = ()  # refs of the stale ingests dropped
 
 
 @dataclass(frozen=True)
@@ -224,16 +238,27 @@ def _depth(chain: str, parents: Mapping[str, str | None]) -> int:
     return depth
 
 
+def lease_roots(leases: Iterable[Lease]) -> list[Descriptor]:
+    """The leases' blobs as roots; one whose media type is unknown keeps only itself."""
+    return [
+        Descriptor(media_type=media_type or OCTET_STREAM, digest=Digest(digest), size=0)
+        for lease in leases
+        for digest, media_type in sorted(lease.blobs.items())
+    ]
+
+
 def plan_gc(
     roots: Sequence[Descriptor],
     content_index: ContentIndex,
     snapshots: Sequence[SnapshotInfo],
     in_use_chains: Collection[str] = frozenset(),
+    leases: Sequence[Lease] = (),
 ) -> GcPlan:
     """Decide what to delete (pure): see the module docstring."""
-    reach = _reach(roots, content_index)
+    reach = _reach([*roots, *lease_roots(leases)], content_index)
+    held = set(in_use_chains).union(*(lease.snapshots for lease in leases))
     parents = {s.chain_id: s.parent for s in snapshots}
-    keep_snapshots = _with_parents(reach.chains | set(in_use_chains), parents) & parents.keys()
+    keep_snapshots = _with_parents(reach.chains | held, parents) & parents.keys()
     keep_blobs = frozenset(reach.blobs)
     if reach.problems:
         return GcPlan(
@@ -262,6 +287,7 @@ def plan_usage(
     snapshots: Sequence[SnapshotInfo],
     in_use_chains: Collection[str],
     snapshot_usage: Usage,
+    leases: Sequence[Lease] = (),
 ) -> DiskUsage:
     """The `system df` figures from what was read (pure). `names`: name -> target."""
     by_target: dict[str, tuple[Descriptor, list[str]]] = {}
@@ -278,7 +304,8 @@ def plan_usage(
         size = sum(content_index.blobs[b] for b in blobs)
         shared = sum(content_index.blobs[b] for b in blobs if holders[b] > 1)
         images.append(ImageUsage(digest, tuple(image_names), size, shared, size - shared))
-    plan = plan_gc([t for t, _ in by_target.values()], content_index, snapshots, in_use_chains)
+    roots = [t for t, _ in by_target.values()]
+    plan = plan_gc(roots, content_index, snapshots, in_use_chains, leases)
     parents = {s.chain_id: s.parent for s in snapshots}
     in_use = _with_parents(in_use_chains, parents) & parents.keys()
     sizes = {s.chain_id: s.size for s in snapshots}
@@ -339,15 +366,29 @@ def collect(
     snapshots: Snapshotter,
     in_use_chains: Collection[str] = frozenset(),
     dry_run: bool = False,
+    *,
+    leases: LeaseManager | None = None,
+    ingest_max_age: float | None = INGEST_MAX_AGE,
 ) -> GcResult:
-    """Read, plan, and (unless `dry_run`) delete what nothing needs."""
-    blobs = _walk(content)  # before the names: see read_index
-    roots = list(_roots(images).values())
-    index = read_index(content, roots, blobs)
-    plan = plan_gc(roots, index, snapshots.list(), in_use_chains)
-    if dry_run:
-        return GcResult(plan, True, (), (), 0, ())
-    return _apply(plan, index, content, snapshots)
+    """Read, plan, and (unless `dry_run`) delete what nothing needs.
+
+    `leases` defaults to `leases_for(content)`, where the importers write
+    theirs. `ingest_max_age=None` keeps every ingest.
+    """
+    manager = leases if leases is not None else leases_for(content)
+    stale: list[str] = []
+    if not dry_run and ingest_max_age is not None:
+        stale = content.prune_ingests(ingest_max_age)
+    blobs = _walk(content)  # first: see read_index and agent.images.leases
+    with manager.exclusive():
+        held = manager.active()  # after the listing, before the names
+        roots = list(_roots(images).values())
+        index = read_index(content, [*roots, *lease_roots(held)], blobs)
+        plan = plan_gc(roots, index, snapshots.list(), in_use_chains, held)
+        if dry_run:
+            return GcResult(plan, True, (), (), 0, ())
+        result = _apply(plan, index, content, snapshots)
+    return dataclasses.replace(result, removed_ingests=tuple(stale))
 
 
 def _apply(
@@ -385,9 +426,12 @@ def disk_usage(
     images: ImageStore,
     snapshots: Snapshotter,
     in_use_chains: Collection[str] = frozenset(),
+    *,
+    leases: LeaseManager | None = None,
 ) -> DiskUsage:
-    """What `system df` shows, read now (see DiskUsage)."""
-    blobs = _walk(content)  # before the names: see read_index
+    """What `system df` shows, read now (see DiskUsage); leased blobs are not reclaimable."""
+    blobs = _walk(content)  # before the leases and the names: see read_index
+    held = (leases if leases is not None else leases_for(content)).active()
     names = _roots(images)
-    index = read_index(content, list(names.values()), blobs)
-    return plan_usage(names, index, snapshots.list(), in_use_chains, snapshots.usage())
+    index = read_index(content, [*names.values(), *lease_roots(held)], blobs)
+    return plan_usage(names, index, snapshots.list(), in_use_chains, snapshots.usage(), leases=held)

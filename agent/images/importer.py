@@ -4,6 +4,10 @@ one-layer image in the content store.
 The layer is the directory as a tar (sorted, numeric owners, so the same tree
 gives the same diff_id), stored gzip-compressed; the config records its
 diff_id and the manifest points at both, OCI media types throughout.
+
+Every blob is recorded in a lease before it is written, and the lease ends
+after the name is tagged, so a concurrent `gc.collect` cannot take them
+(`agent.images.leases`).
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import tempfile
 import time
 from typing import IO, cast
 
-from agent.content import ContentStore, Descriptor, Writer
+from agent.content import ContentStore, Descriptor, Digest, Writer
 from agent.images import media
+from agent.images.leases import Lease, LeaseManager, leases_for
 from agent.images.reference import Reference
 from agent.images.store import Image, ImageStore
 
@@ -68,8 +73,27 @@ def import_rootfs(
     reference: Reference,
     cmd: list[str] | None = None,
     env: list[str] | None = None,
+    *,
+    leases: LeaseManager | None = None,
 ) -> Image:
-    """Import a directory or a (gzipped) tarball of a root filesystem as `reference`."""
+    """Import a directory or a (gzipped) tarball of a root filesystem as `reference`.
+
+    `leases` defaults to `leases_for(content)`, the directory `gc.collect` reads.
+    """
+    manager = leases if leases is not None else leases_for(content)
+    with manager.lease() as lease:
+        return _import(content, images, source, reference, cmd, env, lease)
+
+
+def _import(
+    content: ContentStore,
+    images: ImageStore,
+    source: str,
+    reference: Reference,
+    cmd: list[str] | None,
+    env: list[str] | None,
+    lease: Lease,
+) -> Image:
     with tempfile.TemporaryFile() as raw:
         if os.path.isdir(source):
             _tar_directory(source, raw)
@@ -94,7 +118,7 @@ def import_rootfs(
             # mtime=0: the same tree compresses to the same blob.
             with gzip.GzipFile(fileobj=_WriterFile(w), mode="wb", mtime=0, compresslevel=6) as gz:
                 shutil.copyfileobj(raw, gz, 1 << 20)
-            layer = w.commit()
+            layer = w.commit(before=lambda d: lease.add_blob(d, media.OCI_LAYER_GZIP))
     layer = layer.model_copy(update={"media_type": media.OCI_LAYER_GZIP})
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     config = {
@@ -105,19 +129,20 @@ def import_rootfs(
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": now, "created_by": "orchestr image import"}],
     }
-    config_desc = _put_json(content, config, media.OCI_CONFIG)
+    config_desc = _put_json(content, lease, config, media.OCI_CONFIG)
     manifest = {
         "schemaVersion": 2,
         "mediaType": media.OCI_MANIFEST,
         "config": config_desc.model_dump(mode="json", exclude_none=True),
         "layers": [layer.model_dump(mode="json", exclude_none=True)],
     }
-    manifest_desc = _put_json(content, manifest, media.OCI_MANIFEST)
+    manifest_desc = _put_json(content, lease, manifest, media.OCI_MANIFEST)
     return images.tag(reference, manifest_desc)
 
 
-def _put_json(content: ContentStore, doc: object, media_type: str) -> Descriptor:
+def _put_json(content: ContentStore, lease: Lease, doc: object, media_type: str) -> Descriptor:
     data = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    lease.add_blob(Digest.of(data), media_type)  # before the blob can be (or is found) there
     desc = content.put(data)
     return desc.model_copy(update={"media_type": media_type})
 

@@ -12,7 +12,9 @@ fetches a token (with the basic credentials, if any) that is cached per scope;
 `pull` resolves a reference (tag or digest), verifies every manifest against its
 digest, resolves an index to this machine's platform (the index blob is kept),
 fetches the config and layers four at a time through the content store and tags
-the name only once everything is in. The name points at the *platform
+the name only once everything is in, holding a lease (`agent.images.leases`)
+on every blob from before it is written until then, so a concurrent
+`gc.collect` cannot take them. The name points at the *platform
 manifest*, as `archive.load` does; the index digest (Docker's RepoDigest) is
 not recorded yet.
 
@@ -54,6 +56,7 @@ from agent.content import ContentStore, Descriptor, Digest, IngestLocked, SizeMi
 from agent.content import DigestMismatch as CorruptBlob
 from agent.content import NotFound as NoIngest
 from agent.images import media
+from agent.images.leases import LeaseManager, leases_for
 from agent.images.platform import missing_platform, pick_manifest
 from agent.images.reference import Reference, parse
 from agent.images.store import Image, ImageStore
@@ -500,16 +503,25 @@ def pull(
     auth: tuple[str, str] | None = None,
     progress: Progress | None = None,
     transport: httpx.BaseTransport | None = None,
+    leases: LeaseManager | None = None,
 ) -> Image:
-    """Fetch `ref` (tag or digest) and tag it; the name points at this platform's manifest."""
+    """Fetch `ref` (tag or digest) and tag it; the name points at this platform's manifest.
+
+    `leases` defaults to `leases_for(content)`, the directory `gc.collect` reads.
+    """
     reference = parse(ref)
     repo = reference.path
-    with RegistryClient(
-        reference.domain, insecure=insecure, auth=auth, transport=transport
-    ) as client:
+    manager = leases if leases is not None else leases_for(content)
+    with (
+        manager.lease() as lease,
+        RegistryClient(
+            reference.domain, insecure=insecure, auth=auth, transport=transport
+        ) as client,
+    ):
         target = reference.digest or reference.tag
         assert target is not None  # parse gives a bare name the tag "latest"
         desc, data = client.get_manifest(repo, target)
+        lease.add_blob(desc.digest, desc.media_type)
         content.put(data, desc)
         for _ in range(_MAX_DEPTH):
             if desc.media_type in media.MANIFESTS:
@@ -520,10 +532,13 @@ def pull(
                 raise DigestMismatch(
                     str(reference), f"{child.digest}: size {desc.size}, index says {child.size}"
                 )
+            lease.add_blob(desc.digest, desc.media_type)
             content.put(data, desc)
         else:
             raise RegistryError(str(reference), f"indexes nested deeper than {_MAX_DEPTH}")
         blobs = _manifest_blobs(str(reference), data)
+        for b in blobs:
+            lease.add_blob(b.digest, b.media_type)  # before has(): see agent.images.leases
         missing = list({b.digest: b for b in blobs if not content.has(b.digest)}.values())
         for b in blobs:
             if b not in missing and progress:
@@ -535,7 +550,7 @@ def pull(
             ]
             for future in futures:
                 future.result()  # the first failure, after the others finished
-    return images.tag(reference, desc)
+        return images.tag(reference, desc)
 
 
 def _fetch(

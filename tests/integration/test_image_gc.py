@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from agent.content import ContentStore, Descriptor
 from agent.images import media
-from agent.images.gc import collect, disk_usage
+from agent.images.gc import INGEST_MAX_AGE, collect, disk_usage
 from agent.images.importer import import_rootfs
+from agent.images.leases import LeaseManager
 from agent.images.reference import parse
 from agent.images.store import ImageStore
 from agent.snapshots import OverlaySnapshotter, SnapshotNotFound
@@ -165,3 +168,39 @@ def test_collect_frees_what_no_name_or_container_needs(tmp_path: Path) -> None:
     assert s.blobs() == set() and s.chains() == set()
     assert s.content.fsck() == []
     assert disk_usage(s.content, s.images, s.snapshots).content_size == 0
+
+
+def test_leased_snapshots_and_blobs_survive_collect_until_the_lease_ends(tmp_path: Path) -> None:
+    s = Stores(tmp_path / "data")
+    import_rootfs(s.content, s.images, str(_tree(tmp_path / "a", "a")), parse("a"))
+    (chain,) = s.unpack("a")
+    manifest, config, (layer,), _ = s.parts("a")
+    s.images.untag("a")
+    manager = LeaseManager(tmp_path / "data" / "leases")
+    with manager.lease() as lease:
+        lease.add_snapshot(chain)  # say, an unpack that is not yet a container
+        lease.add_blob(manifest, media.OCI_MANIFEST)  # keeps its config and layer
+        result = collect(s.content, s.images, s.snapshots, leases=manager)
+        assert (result.removed_blobs, result.removed_snapshots) == ((), ())
+        assert disk_usage(s.content, s.images, s.snapshots, leases=manager).reclaimable == 0
+    result = collect(s.content, s.images, s.snapshots, leases=manager)
+    assert set(result.removed_blobs) == {manifest, config, layer["digest"]}
+    assert result.removed_snapshots == (chain,)
+
+
+def test_collect_drops_stale_ingests_but_not_fresh_or_held_ones(tmp_path: Path) -> None:
+    s = Stores(tmp_path / "data")
+    for ref in ("stale", "fresh", "held"):
+        with s.content.writer(ref=ref) as w:
+            w.write(b"partial")
+    day_ago = time.time() - INGEST_MAX_AGE - 60
+    for ref in ("stale", "held"):
+        os.utime(s.content.ingest_dir(ref) / "data", (day_ago, day_ago))
+    with s.content.writer(ref="held"):
+        dry = collect(s.content, s.images, s.snapshots, dry_run=True)
+        assert dry.removed_ingests == () and len(s.content.ingests()) == 3
+        result = collect(s.content, s.images, s.snapshots)
+    assert result.removed_ingests == ("stale",)
+    assert [i.ref for i in s.content.ingests()] == ["fresh", "held"]
+    kept = collect(s.content, s.images, s.snapshots, ingest_max_age=None)
+    assert kept.removed_ingests == () and len(s.content.ingests()) == 2

@@ -525,3 +525,67 @@ def test_public_api() -> None:
         assert getattr(agent.content, name) is not None
     public = {n for n in vars(agent.content) if not n.startswith("_")} - {"annotations", "store"}
     assert public == set(agent.content.__all__)
+
+
+# -------------------------------------------------------------------------- stale ingests
+
+
+def _aged(store: ContentStore, ref: str, seconds: float) -> None:
+    """Make the ingest `ref` look as if last written `seconds` ago."""
+    data = store.ingest_dir(ref) / "data"
+    then = data.stat().st_mtime - seconds
+    os.utime(data, (then, then))
+
+
+def _partial(store: ContentStore, ref: str, data: bytes = b"partial") -> None:
+    with store.writer(sha256(data * 2), len(data) * 2, ref=ref) as w:
+        w.write(data)  # not committed: a named ingest stays for a resume
+
+
+def test_prune_ingests_drops_old_unlocked_keeps_fresh_and_locked(store: ContentStore) -> None:
+    _partial(store, "old")
+    _partial(store, "fresh")
+    _partial(store, "old-but-held")
+    _aged(store, "old", 3600)
+    _aged(store, "old-but-held", 3600)
+    with store.writer(ref="old-but-held") as held:  # a live writer holds its lock
+        _aged(store, "old-but-held", 3600)  # and has not written for an hour
+        removed = store.prune_ingests(max_age=600)
+        assert held.offset == len(b"partial")
+    assert removed == ["old"]
+    assert [i.ref for i in store.ingests()] == ["fresh", "old-but-held"]
+    assert not store.ingest_dir("old").exists()
+    assert store.fsck() == []
+
+
+def test_prune_ingests_age_is_counted_from_now(store: ContentStore) -> None:
+    _partial(store, "pull-x")
+    [ingest] = store.ingests()
+    assert store.prune_ingests(max_age=100, now=ingest.updated_at + 99) == []
+    assert store.prune_ingests(max_age=100, now=ingest.updated_at + 101) == ["pull-x"]
+    assert store.ingests() == []
+
+
+def test_prune_ingests_drops_an_old_ingest_without_data(store: ContentStore) -> None:
+    directory = store.ingest_dir("crashed")
+    directory.mkdir()
+    (directory / "ref").write_text("crashed")
+    old = directory.stat().st_mtime - 3600
+    os.utime(directory, (old, old))
+    fresh = store.ingest_dir("starting")
+    fresh.mkdir()
+    (fresh / "ref").write_text("starting")
+    assert store.prune_ingests(max_age=600) == ["crashed"]
+    assert fresh.is_dir() and not directory.exists()
+
+
+def test_a_pruned_ingest_is_started_afresh_by_the_next_writer(store: ContentStore) -> None:
+    data = b"0123456789"
+    _partial(store, "pull-y", data[:4])
+    _aged(store, "pull-y", 3600)
+    assert store.prune_ingests(max_age=600) == ["pull-y"]
+    with store.writer(sha256(data), len(data), ref="pull-y") as w:
+        assert w.offset == 0
+        w.write(data)
+        assert w.commit().digest == sha256(data)
+    assert store.fsck() == []

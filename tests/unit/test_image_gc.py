@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from agent.content import Descriptor, Digest
 from agent.images import media
 from agent.images.gc import ContentIndex, GcPlan, plan_gc, plan_usage
+from agent.images.leases import Lease
 from agent.snapshots import SnapshotInfo, Usage, chain_id
 
 
@@ -325,3 +326,44 @@ def test_plan_keeps_exactly_what_names_and_containers_need(
     for kept in plan.keep_snapshots:
         parent = w.snapshots[kept].parent
         assert parent is None or parent in plan.keep_snapshots
+
+
+def test_leases_are_roots_like_names() -> None:
+    w = World()
+    tagged = w.image([0], "tagged")
+    pulling = w.image([1, 2], "pulling")  # leased as a manifest: keeps its config and layers
+    untyped = w.image([3], "untyped")  # leased without a media type: keeps only itself
+    loose = w.layer(7)[0]  # a layer written before its manifest
+    garbage = w.image([4], "garbage")
+    kept_chains = w.unpack([5, 6])
+    gone_chains = w.unpack([4])
+    absent = Digest.of(b"not written yet")
+    lease = Lease(
+        None,
+        "l1",
+        created=0.0,
+        expires=1e12,
+        blobs={
+            str(pulling.digest): media.OCI_MANIFEST,
+            str(untyped.digest): None,
+            str(loose.digest): media.OCI_LAYER_GZIP,
+            str(absent): None,
+        },
+        snapshots={kept_chains[-1]},  # the top one: its parent stays with it
+    )
+    plan = plan_gc([tagged], w.index(), list(w.snapshots.values()), leases=[lease])
+    assert plan.problems == ()
+    assert plan.keep_blobs == w.reachable([tagged, pulling]) | {
+        str(untyped.digest),
+        str(loose.digest),
+    }
+    assert set(kept_chains) <= plan.keep_snapshots
+    assert set(plan.delete_snapshots) == set(gone_chains)
+    assert w.reachable([garbage]) <= set(plan.delete_blobs)
+    untyped_parts = w.reachable([untyped]) - {str(untyped.digest)}
+    assert untyped_parts <= set(plan.delete_blobs)
+    assert str(absent) not in plan.delete_blobs
+    # without the lease, the same world loses all of it
+    bare = plan_gc([tagged], w.index(), list(w.snapshots.values()))
+    assert w.reachable([pulling]) | {str(loose.digest)} <= set(bare.delete_blobs)
+    assert set(kept_chains) <= set(bare.delete_snapshots)

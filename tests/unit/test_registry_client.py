@@ -16,6 +16,7 @@ import pytest
 from agent.content import ContentStore, Digest
 from agent.images import media, registry
 from agent.images.importer import import_rootfs, platform_architecture
+from agent.images.leases import LeaseManager, leases_for
 from agent.images.reference import parse
 from agent.images.registry import (
     DigestMismatch,
@@ -28,6 +29,7 @@ from agent.images.registry import (
     push,
 )
 from agent.images.store import ImageNotFound, ImageStore
+from tests.unit.test_image_leases import CollectBeforeTag
 
 TOKEN_URL = "http://auth.test/token"
 _ROUTE = re.compile(r"^/v2/(?P<repo>.+)/(?P<kind>manifests|blobs)/(?P<ref>[^/]+)$")
@@ -382,6 +384,27 @@ def test_when_retries_run_out_the_partial_ingest_stays_for_the_next_pull(
     last = [h for m, p, h in fake.log if m == "GET" and p.endswith(layer)][-1]
     assert last["range"] == f"bytes={size // 2}-"
     assert dst[0].ingests() == [] and dst[0].fsck() == []
+
+
+def test_pull_keeps_its_blobs_from_a_collect_before_the_tag(src: Stores, tmp_path: Path) -> None:
+    fake = FakeRegistry()
+    digest = pushed(src, fake)
+    dst = CollectBeforeTag(tmp_path / "gc")
+    pull(dst.content, dst, "reg.test/team/app:v1", insecure=True, transport=fake.transport())
+    [during] = dst.results  # ran with every blob in and the name not yet there
+    assert during.removed_blobs == ()
+    for blob, _ in src[0].walk():
+        assert dst.content.read(blob) == src[0].read(blob)
+    assert dst.get("reg.test/team/app:v1").target.digest == digest
+    assert leases_for(dst.content).active() == [] and dst.content.fsck() == []
+
+    # the control: the same collect, blind to the pull's lease, takes everything
+    blind = CollectBeforeTag(tmp_path / "blind", gc_leases=LeaseManager(tmp_path / "none"))
+    with pytest.raises(ImageNotFound):
+        pull(
+            blind.content, blind, "reg.test/team/app:v1", insecure=True, transport=fake.transport()
+        )
+    assert list(blind.content.walk()) == []
 
 
 # -- auth
