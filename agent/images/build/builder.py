@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.content import ContentStore, Descriptor
+from agent.content import ContentStore, Descriptor, Digest
 from agent.images import media
 from agent.images.build.copy import CopyError, Ownership, checksum, copy_into, find_sources
 from agent.images.build.dockerfile import (
@@ -60,10 +60,11 @@ from agent.images.build.ignore import IgnoreRules
 from agent.images.build.layer import commit_layer
 from agent.images.bundle import Overrides, runtime_config
 from agent.images.importer import platform_architecture
+from agent.images.leases import Lease, LeaseManager, leases_for
 from agent.images.platform import missing_platform, pick_manifest
 from agent.images.reference import parse as parse_reference
 from agent.images.store import ImageNotFound, ImageStore
-from agent.snapshots import OverlaySnapshotter, mount_all, unmount
+from agent.snapshots import OverlaySnapshotter, chain_id, mount_all, next_chain_id, unmount
 
 __all__ = ["BuildError", "BuildOptions", "BuildResult", "Builder"]
 
@@ -169,6 +170,7 @@ class Builder:
         *,
         runtime_root: str,
         emit: Callable[[str], None] = lambda line: None,
+        leases: LeaseManager | None = None,
     ) -> None:
         self.content = content
         self.images = images
@@ -177,6 +179,8 @@ class Builder:
         self.cache_dir = os.path.join(self.work_dir, "cache")
         self.runtime_root = runtime_root
         self.emit = emit
+        self.leases = leases if leases is not None else leases_for(content)
+        self._lease: Lease | None = None
         os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
 
     # -- the build ---------------------------------------------------------------------
@@ -198,11 +202,16 @@ class Builder:
         except (DockerfileError, ValueError) as e:
             raise BuildError(str(e)) from None
         tags = [str(parse_reference(t)) for t in options.tags]
-        run = _Run(self, df, options, context, ignore)
-        image = run.execute()
-        manifest, image_id = self._finish(image, options.labels)
-        for tag in tags:
-            self.images.tag(tag, manifest)
+        # Blobs written by this build stay out of the collector's reach until tagged.
+        with self.leases.lease() as self._lease:
+            try:
+                run = _Run(self, df, options, context, ignore)
+                image = run.execute()
+                manifest, image_id = self._finish(image, options.labels)
+                for tag in tags:
+                    self.images.tag(tag, manifest)
+            finally:
+                self._lease = None
         self.emit(f"Successfully built {image_id.split(':')[1][:12]}\n")
         for tag in tags:
             self.emit(f"Successfully tagged {tag}\n")
@@ -224,7 +233,10 @@ class Builder:
         return self._put_json(manifest, media.OCI_MANIFEST), str(config_desc.digest)
 
     def _put_json(self, doc: object, media_type: str) -> Descriptor:
-        desc = self.content.put(_canonical(doc))
+        data = _canonical(doc)
+        if self._lease is not None:
+            self._lease.add_blob(Digest.of(data), media_type)
+        desc = self.content.put(data)
         return desc.model_copy(update={"media_type": media_type})
 
     # -- base images -------------------------------------------------------------------
@@ -286,6 +298,9 @@ class Builder:
 
     def chain_of(self, image: _Image) -> str | None:
         """The snapshot chain of the image's layers, unpacking what is missing."""
+        if self._lease is not None:  # kept from the collector while the build mounts them
+            for held in chain_id(image.diff_ids):
+                self._lease.add_snapshot(held)
         chain: str | None = None
         for layer, diff_id in zip(image.layers, image.diff_ids, strict=True):
             with self.content.open(layer["digest"]) as blob:
@@ -335,7 +350,9 @@ class Builder:
     def _commit(self, image: _Image, parent: str | None, upper: str) -> bool:
         if not os.listdir(upper):
             return False
-        layer, diff_id, _ = commit_layer(self.content, upper)
+        layer, diff_id, _ = commit_layer(self.content, upper, self._lease)
+        if self._lease is not None:
+            self._lease.add_snapshot(next_chain_id(parent, diff_id))
         try:
             self.snapshots.commit(parent, upper, diff_id)
         except OSError:  # another file system: unpack the layer instead

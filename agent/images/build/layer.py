@@ -24,6 +24,7 @@ from typing import IO
 
 from agent.content import ContentStore, Descriptor, Writer
 from agent.images import media
+from agent.images.leases import Lease
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -131,8 +132,11 @@ def write_diff(upper: str, out: IO[bytes]) -> int:
     return written
 
 
-def commit_layer(content: ContentStore, upper: str) -> tuple[Descriptor, str, int]:
-    """Store the upper directory's change as a gzip layer blob.
+def commit_layer(
+    content: ContentStore, upper: str, lease: Lease | None = None
+) -> tuple[Descriptor, str, int]:
+    """Store the upper directory's change as a gzip layer blob (recorded in `lease`
+    before it can appear in the store).
 
     Returns (the layer's descriptor, its diff ID, the number of entries).
     """
@@ -142,7 +146,9 @@ def commit_layer(content: ContentStore, upper: str) -> tuple[Descriptor, str, in
         with gzip.GzipFile(fileobj=_BlobFile(writer), mode="wb", mtime=0, compresslevel=6) as gz:
             tar_out = _TarOut(gz)  # type: ignore[arg-type]
             entries = write_diff(upper, tar_out)  # type: ignore[arg-type]
-        layer = writer.commit()
+        layer = writer.commit(
+            before=None if lease is None else lambda d: lease.add_blob(d, media.OCI_LAYER_GZIP)
+        )
     diff_id = "sha256:" + tar_out.hash.hexdigest()
     return layer.model_copy(update={"media_type": media.OCI_LAYER_GZIP}), diff_id, entries
 
