@@ -523,6 +523,7 @@ def pull(
         desc, data = client.get_manifest(repo, target)
         lease.add_blob(desc.digest, desc.media_type)
         content.put(data, desc)
+        repo_digest = str(desc.digest)  # the index's, for a multi-platform image
         for _ in range(_MAX_DEPTH):
             if desc.media_type in media.MANIFESTS:
                 break
@@ -550,7 +551,7 @@ def pull(
             ]
             for future in futures:
                 future.result()  # the first failure, after the others finished
-        return images.tag(reference, desc)
+        return images.tag(reference, desc, repo_digest=repo_digest)
 
 
 def _fetch(
@@ -650,7 +651,9 @@ def push(
     with RegistryClient(
         reference.domain, insecure=insecure, auth=auth, transport=transport
     ) as client:
-        return _push_manifest(client, content, reference, image.target, chunk_size, depth=0)
+        pushed = _push_manifest(client, content, reference, image.target, chunk_size, depth=0)
+    images.tag(reference, image.target, repo_digest=str(pushed.digest))
+    return pushed
 
 
 def _push_manifest(

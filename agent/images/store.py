@@ -26,14 +26,23 @@ class ImageNotFound(LookupError):
 
 
 class Image:
-    """A named image: its reference and the descriptor of its manifest."""
+    """A named image: its reference, the descriptor of its manifest, and the digest
+    a registry gave for it (`repo_digest`: what the tag resolved to when pulled, an
+    index for a multi-platform image, or what a push stored), if any."""
 
-    __slots__ = ("created", "reference", "target")
+    __slots__ = ("created", "reference", "repo_digest", "target")
 
-    def __init__(self, reference: Reference, target: Descriptor, created: float) -> None:
+    def __init__(
+        self,
+        reference: Reference,
+        target: Descriptor,
+        created: float,
+        repo_digest: str | None = None,
+    ) -> None:
         self.reference = reference
         self.target = target
         self.created = created
+        self.repo_digest = repo_digest
 
     def __repr__(self) -> str:
         return f"Image({self.reference.familiar()} -> {self.target.digest})"
@@ -68,8 +77,14 @@ class ImageStore:
             os.unlink(tmp)
             raise
 
-    def tag(self, ref: Reference | str, target: Descriptor) -> Image:
-        """Point `ref` at a manifest (or index) already in the content store."""
+    def tag(
+        self, ref: Reference | str, target: Descriptor, *, repo_digest: str | None = None
+    ) -> Image:
+        """Point `ref` at a manifest (or index) already in the content store.
+
+        `repo_digest` records the registry's digest for it (see Image); without one,
+        a digest recorded before for the same name and target is kept.
+        """
         reference = parse(ref) if isinstance(ref, str) else ref
         if target.media_type not in media.MANIFESTS | media.INDEXES:
             raise ValueError(f"{target.digest}: {target.media_type} is not a manifest or index")
@@ -78,12 +93,19 @@ class ImageStore:
         with self._lock:
             table = self._load()
             created = time.time()
-            table[str(reference)] = {
+            previous = table.get(str(reference)) or {}
+            if repo_digest is None and previous.get("target", {}).get("digest") == target.digest:
+                kept = previous.get("repo_digest")
+                repo_digest = kept if isinstance(kept, str) else None
+            entry: dict[str, object] = {
                 "target": target.model_dump(mode="json", exclude_none=True),
                 "created": created,
             }
+            if repo_digest is not None:
+                entry["repo_digest"] = repo_digest
+            table[str(reference)] = entry
             self._save(table)
-        return Image(reference, target, created)
+        return Image(reference, target, created, repo_digest)
 
     def get(self, ref: Reference | str) -> Image:
         reference = parse(ref) if isinstance(ref, str) else ref
@@ -111,8 +133,10 @@ class ImageStore:
 
 def _image(name: str, entry: dict[str, object]) -> Image:
     created = entry.get("created")
+    repo_digest = entry.get("repo_digest")
     return Image(
         parse(name),
         Descriptor.model_validate(entry["target"]),
         float(created) if isinstance(created, int | float) else 0.0,
+        repo_digest if isinstance(repo_digest, str) else None,
     )

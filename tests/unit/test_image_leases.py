@@ -136,11 +136,13 @@ class CollectBeforeTag(ImageStore):
         self.collecting = True
         self.results: list[GcResult] = []
 
-    def tag(self, ref: Reference | str, target: Descriptor) -> Image:
+    def tag(
+        self, ref: Reference | str, target: Descriptor, *, repo_digest: str | None = None
+    ) -> Image:
         if self.collecting:
             gc = collect(self.content, self, self.snapshots, leases=self.gc_leases)
             self.results.append(gc)
-        return super().tag(ref, target)
+        return super().tag(ref, target, repo_digest=repo_digest)
 
 
 def _tree(root: Path) -> Path:

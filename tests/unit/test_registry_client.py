@@ -230,6 +230,7 @@ def test_push_then_pull_round_trip(src: Stores, dst: Stores) -> None:
     fake = FakeRegistry()
     digest = pushed(src, fake)
     assert digest == src[1].get("reg.test/team/app:v1").target.digest
+    assert src[1].get("reg.test/team/app:v1").repo_digest == digest  # recorded by the push
     assert fake.manifests[("team/app", "v1")][1] == media.OCI_MANIFEST
 
     seen: dict[str, tuple[int, int]] = {}
@@ -297,6 +298,11 @@ def test_pull_by_digest_and_index_resolves_to_this_platform(src: Stores, dst: St
     image = pull(*dst, "reg.test/team/app:multi", insecure=True, transport=fake.transport())
     assert image.target.digest == digest  # the name points at the platform manifest
     assert dst[0].read(index_digest) == index  # and the index is kept
+    # ...as the repo digest, what `docker images --digests` shows for a multi-platform pull
+    assert image.repo_digest == index_digest
+    assert dst[1].get("reg.test/team/app:multi").repo_digest == index_digest
+    dst[1].tag("reg.test/team/app:multi", image.target)  # a re-tag to the same target keeps it
+    assert dst[1].get("reg.test/team/app:multi").repo_digest == index_digest
 
     by_digest = pull(
         *dst, f"reg.test/team/app@{index_digest}", insecure=True, transport=fake.transport()
