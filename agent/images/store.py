@@ -94,7 +94,9 @@ class ImageStore:
             table = self._load()
             created = time.time()
             previous = table.get(str(reference)) or {}
-            if repo_digest is None and previous.get("target", {}).get("digest") == target.digest:
+            before = previous.get("target")
+            same = isinstance(before, dict) and before.get("digest") == target.digest
+            if repo_digest is None and same:
                 kept = previous.get("repo_digest")
                 repo_digest = kept if isinstance(kept, str) else None
             entry: dict[str, object] = {
