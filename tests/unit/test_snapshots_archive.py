@@ -11,13 +11,18 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import stat
+import subprocess
 import sys
 import tarfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import agent.snapshots as snapshots
 from agent.runtime.linux import flags
@@ -33,6 +38,7 @@ from agent.snapshots import (
     UnsafeArchive,
     UnsupportedMediaType,
     apply_layer,
+    archive,
     chain_id,
     compression_of,
     overlay_mounts,
@@ -435,6 +441,213 @@ def test_diff_id_mismatch_leaves_nothing(tmp_path: Path) -> None:
             io.BytesIO(raw), str(tmp_path / "s"), TAR, expected_diff_id=sha256(b"other")
         )
     assert os.listdir(tmp_path) == []
+
+
+# -- the streaming reader: chunks, headers, data ----------------------------------------------
+
+
+def _varied_layer() -> tuple[bytes, dict[str, str]]:
+    """A layer of members of every kind and size, with the tree it makes."""
+    long_dir = "d" * 90 + "/" + "e" * 60  # > 100 characters: a ustar prefix
+    long_name = "long/" + "n" * 200  # > 255: a PAX path
+    big = bytes(range(256)) * 9000 + b"tail"  # > 2 MiB, not a multiple of 512
+    members = [
+        directory("a"),
+        file("a/empty"),
+        file("a/big", big),
+        file("a/after-big", b"after"),  # the member after a long one
+        hardlink("a/big-link", "a/big"),  # a hard link to an earlier member
+        directory("long"),
+        file(long_name, b"pax path"),
+        directory(long_dir.split("/")[0]),
+        directory(long_dir),
+        file(long_dir + "/f", b"prefixed"),
+        symlink("a/sym", "big"),
+        file("a/odd", b"x" * 513),
+        hardlink("a/odd-link", "a/odd"),
+    ]
+    want = {
+        "a": "d",
+        "a/empty": "f:",
+        "a/big": "f:" + big.decode("latin-1"),
+        "a/after-big": "f:after",
+        "a/big-link": "f:" + big.decode("latin-1"),
+        "long": "d",
+        long_name: "f:pax path",
+        long_dir.split("/")[0]: "d",
+        long_dir: "d",
+        long_dir + "/f": "f:prefixed",
+        "a/sym": "l:big",
+        "a/odd": "f:" + "x" * 513,
+        "a/odd-link": "f:" + "x" * 513,
+    }
+    return make_tar(*members), want
+
+
+def latin1_tree(root: Path) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            found[rel] = "l:" + os.readlink(path)
+        elif path.is_dir():
+            found[rel] = "d"
+        else:
+            found[rel] = "f:" + path.read_bytes().decode("latin-1")
+    return found
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 4096, 700, 511])
+@pytest.mark.parametrize("media_type", [TAR, TGZ])
+def test_members_across_chunk_boundaries(
+    chunk: int, media_type: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small and odd chunk sizes put headers and file data across chunks.
+    monkeypatch.setattr(archive, "_CHUNK", chunk)
+    monkeypatch.setattr(archive, "_READ_CHUNK", max(chunk // 3, 1))
+    raw, want = _varied_layer()
+    blob = gzip.compress(raw) if media_type == TGZ else raw
+    result = apply_layer(io.BytesIO(blob), str(tmp_path), media_type, same_owner=False)
+    assert result == (sha256(raw), len(raw))
+    assert latin1_tree(tmp_path) == want
+    assert (tmp_path / "a/big").stat().st_ino == (tmp_path / "a/big-link").stat().st_ino
+
+
+def test_gnu_format_long_names_and_links(tmp_path: Path) -> None:
+    name, target = "g/" + "x" * 150, "t" * 120
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for info, data in (directory("g"), file(name, b"gnu"), symlink("g/l", target)):
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    raw = out.getvalue()
+    assert apply_layer(io.BytesIO(raw), str(tmp_path), TAR, same_owner=False).diff_id == sha256(raw)
+    assert latin1_tree(tmp_path) == {"g": "d", name: "f:gnu", "g/l": "l:" + target}
+
+
+def test_global_pax_headers_apply_to_later_members(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    with tarfile.open(
+        fileobj=out, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"mtime": "1234567890"}
+    ) as tar:
+        info, data = file("f", b"g")
+        tar.addfile(info, io.BytesIO(data))
+    apply_layer(io.BytesIO(out.getvalue()), str(tmp_path), TAR, same_owner=False)
+    assert (tmp_path / "f").stat().st_mtime == 1_234_567_890
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "pax"])
+def test_sparse_files_from_gnu_tar(fmt: str, tmp_path: Path) -> None:
+    if shutil.which("tar") is None:
+        pytest.skip("no tar")
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "sparse", "wb") as f:
+        f.write(b"head")
+        f.seek(3 << 20)
+        f.write(b"middle")
+        f.truncate(5 << 20)  # ends in a hole
+    layer = tmp_path / "layer.tar"
+    subprocess.run(
+        ["tar", "--sparse", f"--format={fmt}", "-cf", str(layer), "-C", str(src), "sparse"],
+        check=True,
+    )
+    raw = layer.read_bytes()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    assert apply_layer(io.BytesIO(raw), str(dest), TAR, same_owner=False).diff_id == sha256(raw)
+    assert (dest / "sparse").read_bytes() == (src / "sparse").read_bytes()
+
+
+def test_truncated_file_data_is_an_archive_error(tmp_path: Path) -> None:
+    raw = make_tar(file("f", b"x" * 5000))
+    with pytest.raises(ArchiveError, match="unexpected end of data"):
+        apply_layer(io.BytesIO(raw[:2048]), str(tmp_path), TAR)
+
+
+def test_gzip_zero_padding_is_skipped_and_garbage_refused(tmp_path: Path) -> None:
+    raw = make_tar(file("a", b"1"))
+    padded = gzip.compress(raw) + b"\0" * 1000
+    (tmp_path / "1").mkdir()
+    (tmp_path / "2").mkdir()
+    assert apply_layer(io.BytesIO(padded), str(tmp_path / "1"), TGZ).diff_id == sha256(raw)
+    with pytest.raises(ArchiveError, match="not valid"):
+        apply_layer(io.BytesIO(gzip.compress(raw) + b"junk"), str(tmp_path / "2"), TGZ)
+
+
+def test_a_refusal_mid_layer_stops_the_reader(tmp_path: Path) -> None:
+    before = threading.active_count()
+    raw = make_tar(file("big", b"b" * (3 << 20)), file("../evil", b"x"), file("more", b"m" * 100))
+    with pytest.raises(UnsafeArchive):
+        apply_layer(io.BytesIO(raw), str(tmp_path), TAR, same_owner=False)
+    assert threading.active_count() == before
+
+
+def _header_fields(info: tarfile.TarInfo) -> tuple[object, ...]:
+    return tuple(
+        getattr(info, a)
+        for a in (
+            "name", "mode", "uid", "gid", "size", "mtime", "chksum", "type", "linkname",
+            "uname", "gname", "devmajor", "devminor", "offset", "offset_data", "sparse",
+            "pax_headers",
+        )
+    )  # fmt: skip
+
+
+class _Chunks:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def get(self) -> bytes:
+        data, self.data = self.data, b""
+        return data
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.text(min_size=1, max_size=120).filter(lambda n: "\0" not in n),
+    kind=st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE]),
+    mode=st.integers(0, 0o7777),
+    uid=st.integers(0, 0o7777777),
+    size=st.integers(0, 3000),
+    fmt=st.sampled_from([tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT]),
+    patch=st.one_of(
+        st.none(),
+        st.tuples(st.integers(100, 156), st.binary(min_size=1, max_size=3)),
+    ),
+)
+def test_plain_headers_are_read_as_tarfile_reads_them(
+    name: str,
+    kind: bytes,
+    mode: int,
+    uid: int,
+    size: int,
+    fmt: int,
+    patch: tuple[int, bytes] | None,
+) -> None:
+    info = _info(name, kind, {"mode": mode, "uid": uid, "linkname": "t" if kind in (
+        tarfile.SYMTYPE, tarfile.LNKTYPE) else ""})  # fmt: skip
+    info.size = size if kind == tarfile.REGTYPE else 0
+    out = io.BytesIO()
+    try:
+        with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
+            tar.addfile(info, io.BytesIO(b"d" * info.size) if info.isreg() else None)
+    except ValueError:
+        return  # not representable in this format
+    raw = bytearray(out.getvalue())
+    if patch is not None:  # damage a numeric field (or the checksum) of the first header
+        at, data = patch
+        raw[at : at + len(data)] = data
+    fast = archive._TarStream(_Chunks(bytes(raw)))  # type: ignore[arg-type]
+    slow = archive._TarStream(_Chunks(bytes(raw)))  # type: ignore[arg-type]
+    slow.plain_header = lambda: None  # type: ignore[method-assign]
+    outcomes = []
+    for stream in (fast, slow):
+        try:
+            outcomes.append([_header_fields(m) for m in stream.members()])
+        except ArchiveError as e:
+            outcomes.append([str(e)])
+    assert outcomes[0] == outcomes[1]
+    assert fast.tell() == slow.tell()
 
 
 # -- the snapshotter, as far as it needs no root ---------------------------------------------
