@@ -214,7 +214,7 @@ class Builder:
                 self._lease = None
         self.emit(f"Successfully built {image_id.split(':')[1][:12]}\n")
         for tag in tags:
-            self.emit(f"Successfully tagged {tag}\n")
+            self.emit(f"Successfully tagged {parse_reference(tag).familiar()}\n")
         return BuildResult(manifest, image_id, run.steps_done, run.cached, tuple(tags))
 
     def _finish(self, image: _Image, labels: Mapping[str, str]) -> tuple[Descriptor, str]:
