@@ -696,10 +696,34 @@ class _Applier:
             raise ArchiveError(f"refusing layer: member {member.name!r} is a whiteout of nothing")
         if name in (".", ".."):
             raise UnsafeArchive(f"refusing layer: member {member.name!r} whites out {name!r}")
+        if self.under_non_directory(parts):
+            return  # redundant: a file this layer put there hides everything below it
         directory = self.parent_dir(parts, member.name, create=True)
         path = os.path.join(directory, name)
         self.remove(path, "/".join((*parts[:-1], name)))
         os.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
+
+    def under_non_directory(self, parts: tuple[str, ...]) -> bool:
+        """Whether a parent of parts[-1] is, in dest, something other than a directory.
+
+        umoci writes `data/swap` (a file replacing a full directory) and then
+        `data/swap/.wh.inner`; nothing below a non-directory can be seen, so such a
+        whiteout changes nothing. Only an entry of this layer can be in the way
+        (dest starts empty), so nothing outside the snapshot is looked at.
+        """
+        for i in range(1, len(parts)):
+            rel = "/".join(parts[:i])
+            if rel in self.known_dirs:
+                continue
+            try:
+                st = os.lstat(os.path.join(self.dest, rel))
+            except FileNotFoundError:
+                return False
+            if stat.S_ISLNK(st.st_mode):
+                return False  # not skipped: parent_dir refuses a path through a link
+            if not stat.S_ISDIR(st.st_mode):
+                return True
+        return False
 
     def directory(self, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
         rel = "/".join(parts)

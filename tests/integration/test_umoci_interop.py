@@ -20,7 +20,6 @@ from agent.images.bundle import Overrides, runtime_config
 from agent.images.importer import import_rootfs
 from agent.images.reference import parse
 from agent.images.store import ImageStore
-from agent.snapshots import ArchiveError as LayerError
 from agent.snapshots import OverlaySnapshotter
 from tests.conftest import Mounter, skopeo, unique
 from tests.integration.test_runtime import run_cli
@@ -213,13 +212,6 @@ def test_umoci_file_over_a_full_directory_loads(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=LayerError,
-    reason="agent/snapshots/archive.py refuses a whiteout whose parent the same layer "
-    "made a file (umoci writes `data/swap` then `data/swap/.wh.inner`); the whiteout "
-    "is redundant there (a non-directory hides everything below it) and should be skipped",
-)
 def test_umoci_file_over_a_full_directory_unpacks(tmp_path: Path) -> None:
     layout = _file_over_full_directory(tmp_path)
     content, images = _stores(tmp_path / "data")
@@ -231,6 +223,11 @@ def test_umoci_file_over_a_full_directory_unpacks(tmp_path: Path) -> None:
     for layer, diff_id in zip(manifest["layers"], config["rootfs"]["diff_ids"], strict=True):
         with content.open(layer["digest"]) as blob:
             chain = snapshots.unpack(chain, blob, layer["mediaType"], diff_id)
+    assert chain is not None
+    top = Path(snapshots.snapshots_dir) / str(snapshots.stat(chain).id) / "fs"
+    # The file hides the old directory; the redundant whiteout below it was skipped.
+    assert (top / "data" / "swap").read_text() == "file\n"
+    assert sorted(p.name for p in (top / "data").iterdir()) == ["swap"]
 
 
 def _file_over_full_directory(work: Path) -> Path:
