@@ -301,3 +301,77 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if reporter is not None:
             reporter.write_line(f"LEAK CHECK FAILED: the tests left behind:\n{lines}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- daemons ---------------------------------------------------------------------------
+
+
+class Daemon:
+    """An `orchestr daemon` of the test's own: data root under its state dir, socket
+    in a short directory (sun_path holds 108 bytes)."""
+
+    __test__ = False
+
+    def __init__(self, state_dir: Path, proc: subprocess.Popen[bytes], sock: Path) -> None:
+        self.state_dir = state_dir
+        self.proc = proc
+        self.socket = sock
+        self.host = f"unix://{sock}"
+        self.data_root = state_dir / "data"
+        self.log = state_dir / "daemon.log"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment for docker and orchestr clients of this daemon."""
+        config = self.state_dir / "docker-config"
+        config.mkdir(exist_ok=True)
+        return {
+            **os.environ,
+            "DOCKER_HOST": self.host,
+            "DOCKER_CONFIG": str(config),
+            "DOCKER_BUILDKIT": "0",
+            "ORCHESTR_HOST": self.host,
+            "ORCHESTR_NO_AUTOSTART": "1",
+            **extra,
+        }
+
+
+@pytest.fixture
+def daemon(state_dir: Path) -> Iterator[Daemon]:
+    import tempfile
+    import time
+
+    sock_dir = Path(tempfile.mkdtemp(prefix=f"{MARKER}-", dir="/tmp"))
+    sock = sock_dir / "d.sock"
+    log = (state_dir / "daemon.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "orchestr"),
+            "daemon",
+            "--data-root",
+            str(state_dir / "data"),
+            "--exec-root",
+            str(state_dir / "exec"),
+            "--host",
+            f"unix://{sock}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+    )
+    d = Daemon(state_dir, proc, sock)
+    try:
+        deadline = time.monotonic() + 15
+        while not sock.exists():
+            assert proc.poll() is None, (state_dir / "daemon.log").read_text()
+            assert time.monotonic() < deadline, "the daemon did not open its socket"
+            time.sleep(0.02)
+        yield d
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)

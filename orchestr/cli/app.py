@@ -28,11 +28,6 @@ _PLANNED = {
     "config": "the Compose stage",
     "ps": "the daemon",
     "logs": "the daemon",
-    "daemon": "the daemon",
-    "image": "the image service",
-    "pull": "the image service",
-    "push": "the image service",
-    "build": "the image service",
     "network": "node networking",
     "volume": "the daemon",
     "service": "the control plane",
@@ -61,7 +56,34 @@ def resolve_host(flag: str | None, environ: dict[str, str] | None = None) -> str
     return host
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands whose modules load only when used, so `orchestr --version` or a typo
+# does not pay for httpx and rich: name -> "module:attribute".
+_LAZY = {
+    "build": "orchestr.cli.images:build",
+    "daemon": "orchestr.cli.daemon:daemon",
+    "image": "orchestr.cli.images:image",
+    "pull": "orchestr.cli.images:pull",
+    "push": "orchestr.cli.images:push",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _LAZY.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        import importlib
+
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-H", "--host", "host", metavar="URL", help=f"Daemon to talk to [env {HOST_ENV}].")
 @click.option("--debug", is_flag=True, help="Show the detail (traceback) behind errors.")
 @click.version_option(__version__, "--version", prog_name="orchestr")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # The composition roots: the only modules allowed to import both sides.
-ENTRY_POINTS = {"orchestr/__main__.py", "orchestr/cli/app.py"}
+ENTRY_POINTS = {"orchestr/__main__.py", "orchestr/cli/app.py", "orchestr/cli/daemon.py"}
 
 
 def imports_of(path: Path) -> set[str]:

@@ -1,0 +1,1 @@
+"""The node's Engine API endpoints (images, system; containers and volumes next)."""

@@ -1,0 +1,1 @@
+"""The Engine API: its HTTP server (http.py), shared by the daemon's parts."""

@@ -1,0 +1,192 @@
+"""`orchestr daemon`: the node's daemon in the foreground — the composition root
+that puts the API server in front of the node's services.
+
+All paths are settable so that several daemons share one machine:
+`--data-root` (images, snapshots, state; default /var/lib/orchestr),
+`--exec-root` (runtime state of running containers; default /run/orchestr),
+`--host` (API sockets, repeatable; default unix:///run/orchestr/orchestr.sock).
+The pid file is `<data-root>/orchestr.pid`; the process logs to stderr (the
+CLI's autostart sends that to `<data-root>/daemon.log`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import uuid
+
+import click
+
+from orchestr import __version__
+from orchestr.errors import OrchestrError
+
+DEFAULT_DATA_ROOT = "/var/lib/orchestr"
+DEFAULT_EXEC_ROOT = "/run/orchestr"
+
+log = logging.getLogger("orchestr.daemon")
+
+
+def _node_id(data_root: str) -> str:
+    path = os.path.join(data_root, "node-id")
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        node_id = uuid.uuid4().hex
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(node_id + "\n")
+        os.replace(tmp, path)
+        return node_id
+
+
+def _clean_interrupted_work(data_root: str) -> None:
+    """What a killed daemon left: build steps (unmounted here) and spooled uploads."""
+    import shutil
+
+    from agent.runtime.linux import flags, libc
+
+    build = os.path.join(data_root, "build")
+    if os.path.isdir(build):
+        for name in os.listdir(build):
+            if name.startswith(("step-", "from-")):
+                rootfs = os.path.join(build, name, "rootfs")
+                with contextlib.suppress(OSError):
+                    libc.umount2(rootfs, flags.MNT_DETACH)
+                shutil.rmtree(os.path.join(build, name), ignore_errors=True)
+    shutil.rmtree(os.path.join(data_root, "tmp"), ignore_errors=True)
+
+
+class Daemon:
+    def __init__(
+        self,
+        data_root: str,
+        exec_root: str,
+        hosts: list[str],
+        insecure_registries: frozenset[str] = frozenset(),
+    ) -> None:
+        self.data_root = os.path.abspath(data_root)
+        self.exec_root = os.path.abspath(exec_root)
+        self.hosts = hosts
+        self.insecure_registries = insecure_registries
+        self._pid_fd: int | None = None
+
+    def _lock_pid_file(self) -> None:
+        path = os.path.join(self.data_root, "orchestr.pid")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(fd, 32).decode().strip()
+            os.close(fd)
+            raise OrchestrError(
+                f"another daemon (pid {other or '?'}) is using the data root {self.data_root}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._pid_fd = fd
+
+    async def run(self) -> None:
+        from agent.api.images import ImagesApi
+        from agent.api.system import SystemApi
+        from agent.images.service import ImageService
+        from agent.runtime.linux import flags, libc
+        from orchestr.api.http import Router, Server
+
+        os.makedirs(self.data_root, mode=0o711, exist_ok=True)
+        os.makedirs(self.exec_root, mode=0o711, exist_ok=True)
+        self._lock_pid_file()
+        # Containers started here (build steps, later every container's supervisor
+        # chain) are re-parented to the daemon and reaped by it.
+        libc.prctl(flags.PR_SET_CHILD_SUBREAPER, 1)
+        _clean_interrupted_work(self.data_root)
+        service = ImageService(self.data_root)
+        service.snapshots.cleanup()
+        runtime_root = os.path.join(self.exec_root, "runtime")
+        router = Router()
+        system = SystemApi(
+            service,
+            node_id=_node_id(self.data_root),
+            exec_root=self.exec_root,
+            version=__version__,
+        )
+        router.include(system.router)
+        router.include(
+            ImagesApi(
+                service,
+                runtime_root=runtime_root,
+                insecure_registries=self.insecure_registries,
+            ).router
+        )
+        server = Server(router)
+        sockets = []
+        for host in self.hosts:
+            if not host.startswith("unix://"):
+                raise OrchestrError(
+                    f"{host}: only unix:// sockets are supported yet (TCP needs mutual TLS, "
+                    "which comes later)"
+                )
+            path = host[len("unix://") :]
+            await server.listen_unix(path)
+            sockets.append(path)
+        log.info("orchestr daemon (pid %d) serving on %s", os.getpid(), ", ".join(sockets))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            await server.close()
+            for path in sockets:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+
+@click.command()
+@click.option(
+    "--data-root",
+    default=DEFAULT_DATA_ROOT,
+    show_default=True,
+    help="Where images, snapshots and state live.",
+)
+@click.option(
+    "--exec-root",
+    default=DEFAULT_EXEC_ROOT,
+    show_default=True,
+    help="Runtime state of running containers.",
+)
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    metavar="URL",
+    help="API socket to serve (repeatable) [default: the CLI's -H].",
+)
+@click.option(
+    "--insecure-registry",
+    "insecure",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="A registry to reach over plain HTTP (loopback ones always are).",
+)
+@click.pass_obj
+def daemon(
+    obj: object, data_root: str, exec_root: str, hosts: tuple[str, ...], insecure: tuple[str, ...]
+) -> None:
+    """Run the node's daemon in the foreground."""
+    debug = bool(getattr(obj, "debug", False))
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if os.geteuid() != 0:
+        raise OrchestrError("the daemon needs root (it mounts, makes namespaces and cgroups)")
+    default_host = str(getattr(obj, "host", "unix:///run/orchestr/orchestr.sock"))
+    d = Daemon(data_root, exec_root, list(hosts) or [default_host], frozenset(insecure))
+    asyncio.run(d.run())
