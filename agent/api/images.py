@@ -8,7 +8,9 @@ CLI renders (`status`/`progressDetail`/`id` for pull and push, `stream` and
 
 Registries on loopback (localhost, 127.0.0.0/8, ::1) are reached over plain
 HTTP as dockerd does without configuration; others need TLS unless listed in
-the daemon's `insecure_registries`.
+the daemon's `insecure_registries` or the request says `insecure=1` (orchestr's
+own parameter, behind `orchestr pull/push --insecure`). `GET /images/get` also
+takes `format=oci` (orchestr's own) for an OCI archive.
 """
 
 from __future__ import annotations
@@ -251,7 +253,7 @@ class ImagesApi:
         if platform and platform not in ("linux", f"linux/{_arch()}"):
             raise HttpError(400, f"platform {platform}: only linux/{_arch()} is supported here")
         auth = _auth(request)
-        insecure = self._insecure(str(reference))
+        insecure = self._insecure(str(reference)) or request.flag("insecure")
 
         def pull(emit: Emit) -> None:
             label = reference.tag or reference.digest or "latest"
@@ -308,7 +310,7 @@ class ImagesApi:
         reference = parse_or_400(f"{name}:{tag}" if tag else name)
         await self._call(self.service.find, str(reference))
         auth = _auth(request)
-        insecure = self._insecure(str(reference))
+        insecure = self._insecure(str(reference)) or request.flag("insecure")
 
         def push(emit: Emit) -> None:
             emit({"status": f"The push refers to repository [{reference.name}]"})
@@ -364,6 +366,10 @@ class ImagesApi:
         return await self._save(request, names)
 
     async def _save(self, request: Request, names: list[str]) -> Response | None:
+        fmt = request.arg("format") or "docker"  # orchestr's own: docker (default) or oci
+        if fmt not in ("docker", "oci"):
+            raise HttpError(400, f"format {fmt}: docker or oci")
+
         def resolve() -> list[str]:
             refs = []
             for name in names:
@@ -375,7 +381,14 @@ class ImagesApi:
         refs = await self._call(resolve)
         with self._spooled() as path:
             with open(path, "wb") as out:
-                await self._call(archive.save, self.service.content, self.service.images, refs, out)
+                await self._call(
+                    archive.save,
+                    self.service.content,
+                    self.service.images,
+                    refs,
+                    out,
+                    "oci" if fmt == "oci" else "docker",
+                )
             await request.start_stream(200, "application/x-tar")
             with open(path, "rb") as f:
                 while chunk := await asyncio.to_thread(f.read, 1 << 20):

@@ -285,14 +285,24 @@ def image_load(ctx: click.Context, path: str | None, quiet: bool) -> None:
 @image.command("save")
 @click.argument("names", nargs=-1, required=True)
 @click.option("-o", "--output", "path", type=click.Path(dir_okay=False), help="File to write.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["docker", "oci"]),
+    default="docker",
+    show_default=True,
+    help="docker-save archive, or OCI image layout archive.",
+)
 @click.pass_context
-def image_save(ctx: click.Context, names: tuple[str, ...], path: str | None) -> None:
-    """Write images to a docker-save archive (default: stdout)."""
+def image_save(ctx: click.Context, names: tuple[str, ...], path: str | None, fmt: str) -> None:
+    """Write images to an archive (default: stdout) that `docker load` and skopeo read."""
     if path is None and sys.stdout.isatty():
         raise OrchestrError("refusing to write an archive to a terminal; use -o FILE")
     with (
         client_of(ctx, timeout=None) as client,
-        client.stream("GET", "/images/get", params={"names": list(names)}) as response,
+        client.stream(
+            "GET", "/images/get", params={"names": list(names), "format": fmt}
+        ) as response,
     ):
         if path is None:
             for chunk in response.iter_bytes():
@@ -326,6 +336,9 @@ _password = click.option(
     "--password", envvar="ORCHESTR_REGISTRY_PASSWORD", help="Registry password."
 )
 _quiet = click.option("-q", "--quiet", is_flag=True, help="Only print the name when done.")
+_insecure = click.option(
+    "--insecure", is_flag=True, help="Plain HTTP to the registry (loopback ones always are)."
+)
 
 
 @click.command("pull")
@@ -333,13 +346,21 @@ _quiet = click.option("-q", "--quiet", is_flag=True, help="Only print the name w
 @_username
 @_password
 @_quiet
+@_insecure
 @click.pass_context
 def pull(
-    ctx: click.Context, name: str, username: str | None, password: str | None, quiet: bool
+    ctx: click.Context,
+    name: str,
+    username: str | None,
+    password: str | None,
+    quiet: bool,
+    insecure: bool,
 ) -> None:
     """Pull an image from a registry (by tag or digest)."""
     repo, tag = _split_digest_or_tag(name)
     params = {"fromImage": repo, **({"tag": tag} if tag else {})}
+    if insecure:
+        params["insecure"] = "1"
     with (
         client_of(ctx, timeout=None) as client,
         client.stream(
@@ -364,9 +385,15 @@ def _split_digest_or_tag(name: str) -> tuple[str, str | None]:
 @_username
 @_password
 @_quiet
+@_insecure
 @click.pass_context
 def push(
-    ctx: click.Context, name: str, username: str | None, password: str | None, quiet: bool
+    ctx: click.Context,
+    name: str,
+    username: str | None,
+    password: str | None,
+    quiet: bool,
+    insecure: bool,
 ) -> None:
     """Push an image to its registry."""
     repo, tag = _split_tag(name)
@@ -375,7 +402,7 @@ def push(
         client.stream(
             "POST",
             f"/images/{repo}/push",
-            params={"tag": tag} if tag else {},
+            params={**({"tag": tag} if tag else {}), **({"insecure": "1"} if insecure else {})},
             headers=_auth_header(username, password),
         ) as response,
         ProgressView(quiet) as view,

@@ -143,6 +143,12 @@ def test_orchestr_cli_manages_images(daemon: Daemon, busybox_rootfs: Path, conte
 
     archive = daemon.state_dir / "app.tar"
     orchestr(daemon, "image", "save", "-o", str(archive), "app:2")
+    oci = daemon.state_dir / "app-oci.tar"
+    orchestr(daemon, "image", "save", "--format", "oci", "-o", str(oci), "app:2")
+    # skopeo names a docker archive's layers by diff ID, an OCI archive's by blob digest
+    diff_ids = json.loads(skopeo("inspect", f"docker-archive:{archive}"))["Layers"]
+    assert diff_ids == inspect[0]["RootFS"]["Layers"]
+    assert len(json.loads(skopeo("inspect", f"oci-archive:{oci}"))["Layers"]) == len(diff_ids)
     assert "Untagged: app:2" in orchestr(daemon, "image", "rm", "app:2").stdout
     assert "Loaded image: app:2" in orchestr(daemon, "image", "load", "-i", str(archive)).stdout
 
