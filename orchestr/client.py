@@ -206,3 +206,47 @@ def _start_daemon(socket_path: str, wait: float = 15.0) -> None:
     finally:
         probe.close()
     raise OrchestrError(f"the orchestr daemon did not answer within {wait:.0f} s; see {log_path}")
+
+
+# -- hijacked connections (attach) ------------------------------------------------------
+
+
+def hijack(client: Client, path: str, params: dict[str, str]) -> tuple[Any, bytes]:
+    """Docker's upgrade: POST `path` with `Upgrade: tcp` on a socket of our own and return
+    (the raw connection, bytes already read past the 101 answer)."""
+    import socket
+    from urllib.parse import urlencode
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(client.socket)
+    except OSError as e:
+        sock.close()
+        raise client._unreachable(e) from None
+    query = urlencode(params)
+    request = (
+        f"POST /v{API_VERSION}{path}?{query} HTTP/1.1\r\n"
+        "Host: docker\r\nUser-Agent: orchestr-cli\r\nContent-Length: 0\r\n"
+        "Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+    )
+    sock.sendall(request.encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            sock.close()
+            raise ApiError("the daemon closed the connection before answering the attach")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = status_line.split(" ", 2)
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    if status != 101:
+        body = rest
+        try:
+            message = json.loads(body.decode() or "{}").get("message", status_line)
+        except ValueError:
+            message = status_line
+        sock.close()
+        raise ApiError(str(message), status)
+    return sock, rest

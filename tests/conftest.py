@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -335,14 +336,13 @@ class Daemon:
         }
 
 
-@pytest.fixture
-def daemon(state_dir: Path) -> Iterator[Daemon]:
-    import tempfile
+@contextlib.contextmanager
+def start_daemon(state_dir: Path, sock: Path) -> Iterator[Daemon]:
+    """An `orchestr daemon` on `sock` with its roots under `state_dir`, stopped (SIGTERM:
+    its containers and supervisor stop too) when the block ends, also on failure."""
     import time
 
-    sock_dir = Path(tempfile.mkdtemp(prefix=f"{MARKER}-", dir="/tmp"))
-    sock = sock_dir / "d.sock"
-    log = (state_dir / "daemon.log").open("wb")
+    log = (state_dir / "daemon.log").open("ab")
     proc = subprocess.Popen(
         [
             str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "orchestr"),
@@ -353,6 +353,8 @@ def daemon(state_dir: Path) -> Iterator[Daemon]:
             str(state_dir / "exec"),
             "--host",
             f"unix://{sock}",
+            "--cgroup-parent",
+            f"/t-{run_id()}-{state_dir.parent.name[-40:]}",  # the leak check knows t-<run>
         ],
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -361,17 +363,83 @@ def daemon(state_dir: Path) -> Iterator[Daemon]:
     d = Daemon(state_dir, proc, sock)
     try:
         deadline = time.monotonic() + 15
-        while not sock.exists():
+        while not _answers(sock):
             assert proc.poll() is None, (state_dir / "daemon.log").read_text()
             assert time.monotonic() < deadline, "the daemon did not open its socket"
             time.sleep(0.02)
         yield d
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         log.close()
+
+
+def _answers(sock: Path) -> bool:
+    import socket
+
+    if not sock.exists():
+        return False
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(sock))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def _stop_supervisor(state_dir: Path) -> None:
+    """After a test that killed its daemon: stop what the supervisor still runs."""
+    import signal
+    import time
+
+    pid_file = state_dir / "exec" / "supervisor" / "supervisor.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    remove_containers_under(state_dir / "exec")
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            with contextlib.suppress(ChildProcessError):  # ours (subreaper) once orphaned
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    return
+            os.kill(pid, 0)
+            time.sleep(0.02)
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+@pytest.fixture
+def daemon(state_dir: Path) -> Iterator[Daemon]:
+    import tempfile
+
+    sock_dir = Path(tempfile.mkdtemp(prefix=f"{MARKER}-", dir="/tmp"))
+    try:
+        with start_daemon(state_dir, sock_dir / "d.sock") as d:
+            yield d
+    finally:
+        _stop_supervisor(state_dir)
+        _unmount_under(state_dir)
         shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def _unmount_under(d: Path) -> None:
+    """Mounts a killed daemon left (container root file systems), deepest first."""
+    from agent.snapshots import unmount
+
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p.startswith(str(d))), reverse=True):
+        try:
+            unmount(point, detach=True)
+        except OSError:
+            pass

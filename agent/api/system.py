@@ -10,8 +10,10 @@ import socket
 import time
 from typing import Any
 
+from agent.api.volumes import df_volumes
 from agent.images.importer import platform_architecture
 from agent.images.service import ImageService
+from agent.volumes import VolumeStore
 from orchestr.api.http import (
     API_VERSION,
     MIN_API_VERSION,
@@ -32,9 +34,16 @@ def _cgroup_version() -> str:
 
 class SystemApi:
     def __init__(
-        self, service: ImageService, *, node_id: str, exec_root: str, version: str
+        self,
+        service: ImageService,
+        *,
+        node_id: str,
+        exec_root: str,
+        version: str,
+        volumes: VolumeStore | None = None,
     ) -> None:
         self.service = service
+        self.volumes = volumes
         self.server_version = version
         self.node_id = node_id
         self.exec_root = exec_root
@@ -68,6 +77,8 @@ class SystemApi:
             "KernelVersion": uname.release,
             "GitCommit": "",
             "GoVersion": f"python{platform.python_version()}",
+            "BuildTime": "",
+            "Experimental": "false",
         }
         return json_response(
             {
@@ -76,8 +87,8 @@ class SystemApi:
                     {"Name": "Engine", "Version": self.server_version, "Details": details}
                 ],
                 "Version": self.server_version,
-                "BuildTime": "",
                 **details,
+                "Experimental": False,
             }
         )
 
@@ -178,7 +189,7 @@ class SystemApi:
                 "LayersSize": usage.images_size,
                 "Images": images,
                 "Containers": [],
-                "Volumes": [],
+                "Volumes": df_volumes(self.volumes) if self.volumes is not None else [],
                 "BuildCache": [],
             }
 

@@ -31,6 +31,7 @@ import re
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -169,6 +170,11 @@ class Request:
         except ValueError as e:
             raise HttpError(400, f"invalid JSON in the request body: {e}") from None
 
+    async def client_gone(self) -> None:
+        """Returns when the client closes its side (for long waits: stop waiting)."""
+        while await self._conn.reader.read(_READ_SIZE):
+            pass
+
     async def discard_body(self) -> None:
         async for _ in self.stream():
             pass
@@ -180,7 +186,9 @@ class Request:
         await self.discard_body()
         self.answered = True
         await self._conn.send(
-            h11.Response(status_code=status, headers=self._conn.headers(content_type))
+            h11.Response(
+                status_code=status, headers=self._conn.headers(content_type), reason=_reason(status)
+            )
         )
 
     async def write(self, chunk: bytes) -> None:
@@ -302,7 +310,11 @@ class _Connection:
             response.content_type if response.body or head else None,
             (("Content-Length", str(len(response.body))), *response.headers),
         )
-        await self.send(h11.Response(status_code=response.status, headers=headers))
+        await self.send(
+            h11.Response(
+                status_code=response.status, headers=headers, reason=_reason(response.status)
+            )
+        )
         if response.body and not head:
             await self.send(h11.Data(data=response.body))
         await self.send(h11.EndOfMessage())
@@ -367,6 +379,8 @@ class Server:
             pass
         except asyncio.CancelledError:
             pass
+        except Exception:
+            log.exception("connection failed")
         finally:
             self._connections.discard(task)
             if not hijacked:
@@ -402,6 +416,8 @@ class Server:
         except HttpError as e:
             failure = e.message
             response = json_response({"message": e.message}, e.status)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return  # the client left; nobody to answer
         except Exception as e:
             log.exception("%s %s failed", request.method, request.path)
             failure = f"internal error: {e}"
@@ -442,6 +458,13 @@ class Server:
         handler, params = found
         request.params = params
         return await handler(request)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
 
 
 def _is_socket(path: str) -> bool:

@@ -26,10 +26,7 @@ _PLANNED = {
     "up": "the Compose stage (`orchestr up -f stack.yml`)",
     "down": "the Compose stage",
     "config": "the Compose stage",
-    "ps": "the daemon",
-    "logs": "the daemon",
     "network": "node networking",
-    "volume": "the daemon",
     "service": "the control plane",
 }
 
@@ -60,6 +57,17 @@ def resolve_host(flag: str | None, environ: dict[str, str] | None = None) -> str
 # does not pay for httpx and rich: name -> "module:attribute".
 _LAZY = {
     "build": "orchestr.cli.images:build",
+    "inspect": "orchestr.cli.containers:inspect",
+    "kill": "orchestr.cli.containers:kill",
+    "logs": "orchestr.cli.containers:logs",
+    "ps": "orchestr.cli.containers:ps",
+    "restart": "orchestr.cli.containers:restart",
+    "rm": "orchestr.cli.containers:rm",
+    "run": "orchestr.cli.containers:run",
+    "start": "orchestr.cli.containers:start",
+    "stop": "orchestr.cli.containers:stop",
+    "volume": "orchestr.cli.volumes:volume",
+    "wait": "orchestr.cli.containers:wait",
     "daemon": "orchestr.cli.daemon:daemon",
     "image": "orchestr.cli.images:image",
     "pull": "orchestr.cli.images:pull",

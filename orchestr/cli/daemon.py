@@ -17,7 +17,10 @@ import fcntl
 import logging
 import os
 import signal
+import threading
+import time
 import uuid
+from typing import Any
 
 import click
 
@@ -61,6 +64,36 @@ def _clean_interrupted_work(data_root: str) -> None:
     shutil.rmtree(os.path.join(data_root, "tmp"), ignore_errors=True)
 
 
+def _stop_everything(containers: Any, supervisor_root: str) -> None:
+    """A clean shutdown without --live-restore stops the containers (Docker's default)
+    and then the supervisor; after a crash (kill -9) both keep running instead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def stop(record_id: str) -> None:
+        try:
+            containers.stop(record_id, timeout=10)
+        except Exception as e:
+            log.warning("stopping %s: %s", record_id[:12], e)
+
+    running = [r.id for r in containers.records.all() if r.running]
+    if running:
+        with ThreadPoolExecutor(max_workers=min(32, len(running))) as pool:
+            list(pool.map(stop, running))
+    try:
+        with open(os.path.join(supervisor_root, "supervisor.pid")) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our child when we started it
+                    break
+            os.kill(pid, 0)
+            time.sleep(0.02)
+    except (OSError, ValueError):
+        pass
+    containers.remove_cgroup_parent()
+
+
 class Daemon:
     def __init__(
         self,
@@ -68,7 +101,11 @@ class Daemon:
         exec_root: str,
         hosts: list[str],
         insecure_registries: frozenset[str] = frozenset(),
+        live_restore: bool = False,
+        cgroup_parent: str = "/orchestr",
     ) -> None:
+        self.live_restore = live_restore
+        self.cgroup_parent = cgroup_parent
         self.data_root = os.path.abspath(data_root)
         self.exec_root = os.path.abspath(exec_root)
         self.hosts = hosts
@@ -91,10 +128,15 @@ class Daemon:
         self._pid_fd = fd
 
     async def run(self) -> None:
+        from agent.api.containers import ContainersApi
         from agent.api.images import ImagesApi
         from agent.api.system import SystemApi
+        from agent.api.volumes import VolumesApi
+        from agent.containers.service import ContainerService
         from agent.images.service import ImageService
         from agent.runtime.linux import flags, libc
+        from agent.supervisor.client import SupervisorClient, start_supervisor
+        from agent.volumes import VolumeStore
         from orchestr.api.http import Router, Server
 
         os.makedirs(self.data_root, mode=0o711, exist_ok=True)
@@ -107,12 +149,39 @@ class Daemon:
         service = ImageService(self.data_root)
         service.snapshots.cleanup()
         runtime_root = os.path.join(self.exec_root, "runtime")
+        # The supervisor parents every container and outlives this process: a daemon
+        # that is killed finds it (and the containers) again when it comes back.
+        supervisor_socket = os.path.join(self.exec_root, "supervisor.sock")
+        supervisor_root = os.path.join(self.exec_root, "supervisor")
+        await asyncio.to_thread(start_supervisor, supervisor_root, supervisor_socket, runtime_root)
+        supervisor = SupervisorClient(supervisor_socket)
+        volumes = VolumeStore(os.path.join(self.data_root, "volumes"))
+        containers = ContainerService(
+            self.data_root,
+            self.exec_root,
+            service,
+            supervisor,
+            volumes=volumes,
+            cgroup_parent=self.cgroup_parent,
+        )
+        volumes.in_use = containers.volumes_in_use
+        watching = threading.Event()
+        recovered = threading.Event()
+        watcher = threading.Thread(
+            target=containers.watch,
+            args=(watching, recovered),
+            name="supervisor-events",
+            daemon=True,
+        )
+        watcher.start()
+        await asyncio.to_thread(recovered.wait, 30)
         router = Router()
         system = SystemApi(
             service,
             node_id=_node_id(self.data_root),
             exec_root=self.exec_root,
             version=__version__,
+            volumes=volumes,
         )
         router.include(system.router)
         router.include(
@@ -122,6 +191,8 @@ class Daemon:
                 insecure_registries=self.insecure_registries,
             ).router
         )
+        router.include(ContainersApi(containers).router)
+        router.include(VolumesApi(volumes).router)
         server = Server(router)
         sockets = []
         for host in self.hosts:
@@ -146,6 +217,9 @@ class Daemon:
             for path in sockets:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
+            if not self.live_restore:  # while the watcher still sees their exits
+                await asyncio.to_thread(_stop_everything, containers, supervisor_root)
+            watching.set()
 
 
 @click.command()
@@ -175,9 +249,26 @@ class Daemon:
     metavar="HOST[:PORT]",
     help="A registry to reach over plain HTTP (loopback ones always are).",
 )
+@click.option(
+    "--cgroup-parent",
+    default="/orchestr",
+    show_default=True,
+    help="Parent cgroup of the containers.",
+)
+@click.option(
+    "--live-restore",
+    is_flag=True,
+    help="Keep containers running when the daemon stops (they always survive a crash).",
+)
 @click.pass_obj
 def daemon(
-    obj: object, data_root: str, exec_root: str, hosts: tuple[str, ...], insecure: tuple[str, ...]
+    obj: object,
+    data_root: str,
+    exec_root: str,
+    hosts: tuple[str, ...],
+    insecure: tuple[str, ...],
+    live_restore: bool,
+    cgroup_parent: str,
 ) -> None:
     """Run the node's daemon in the foreground."""
     debug = bool(getattr(obj, "debug", False))
@@ -188,5 +279,12 @@ def daemon(
     if os.geteuid() != 0:
         raise OrchestrError("the daemon needs root (it mounts, makes namespaces and cgroups)")
     default_host = str(getattr(obj, "host", "unix:///run/orchestr/orchestr.sock"))
-    d = Daemon(data_root, exec_root, list(hosts) or [default_host], frozenset(insecure))
+    d = Daemon(
+        data_root,
+        exec_root,
+        list(hosts) or [default_host],
+        frozenset(insecure),
+        live_restore=live_restore,
+        cgroup_parent=cgroup_parent,
+    )
     asyncio.run(d.run())

@@ -18,7 +18,6 @@ from rich.progress import (
     TaskID,
     TextColumn,
 )
-from rich.table import Table
 
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
 
@@ -68,13 +67,12 @@ def print_json(doc: object) -> None:
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """A plain table like docker's: upper-case headers, columns padded, no borders."""
-    table = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 3, 0, 0))
-    for header in headers:
-        table.add_column(header, no_wrap=True, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    Console(soft_wrap=True, width=10_000 if not sys.stdout.isatty() else None).print(table)
+    """A plain table like docker's: upper-case headers, columns three spaces apart."""
+    lines = [list(headers), *[list(r) for r in rows]]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
+    for line in lines:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(line)]
+        click.echo("   ".join(cells).rstrip())
 
 
 class ProgressView:

@@ -1,0 +1,2 @@
+"""Containers: create bodies checked into specs, records on disk, and the service that runs
+them through the node supervisor."""

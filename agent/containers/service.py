@@ -1,0 +1,663 @@
+"""The node's containers: records on disk, processes in the supervisor.
+
+- `create` checks the body into a ContainerSpec, finds the image (404 when it is
+  not here: the docker CLI then pulls), unpacks its layers into snapshots, and
+  records the container (`created`).
+- `prepare_start` mounts the root filesystem (an overlay of the image's snapshots
+  under the container's own upper directory), writes /etc/hostname, /etc/hosts and
+  /etc/resolv.conf and the bundle's config.json, and has the supervisor create the
+  container (its init waits); `finish_start` lets it run. Between the two, the API
+  connects the clients that attached before start (as `docker run` does).
+- The supervisor reports exits on its event stream; `on_exit` records them,
+  unmounts the root filesystem, and applies the restart policy (restart.py) or
+  AutoRemove.
+- A daemon that starts again (`recover`) finds the supervisor still running the
+  containers it left: records are brought up to date from the supervisor, exits
+  that happened meanwhile are applied, and `always`/`unless-stopped` containers
+  that are not running are started.
+
+Every method blocks (mounts, files, the supervisor's socket); the API calls them
+from worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal as signals
+import threading
+import time
+from typing import Any
+
+from agent.containers import restart
+from agent.containers.records import NameConflict, NotFound, Record, Records, now_rfc3339
+from agent.containers.spec import ContainerSpec, SpecError, check_name, oci_config, parse_create
+from agent.images.service import ImageService
+from agent.snapshots import chain_id, mount_all, unmount
+
+log = logging.getLogger("orchestr.containers")
+
+__all__ = ["Conflict", "ContainerService", "NameConflict", "NotFound", "SpecError"]
+
+DEFAULT_STOP_TIMEOUT = 10
+
+
+class Conflict(Exception):
+    """The container is not in a state that allows this (409)."""
+
+
+def _signal_number(value: str | int | None, default: int = signals.SIGTERM) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, int) or str(value).isdigit():
+        return int(value)
+    name = str(value).upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    try:
+        return int(signals.Signals[name])
+    except KeyError:
+        raise SpecError(f"invalid signal: {value}") from None
+
+
+class ContainerService:
+    def __init__(
+        self,
+        data_root: str,
+        exec_root: str,
+        images: ImageService,
+        supervisor: Any,
+        *,
+        volumes: Any = None,
+        cgroup_parent: str = "/orchestr",
+    ) -> None:
+        self.cgroup_parent = "/" + cgroup_parent.strip("/")
+        self.data_root = data_root
+        self.exec_root = exec_root
+        self.images = images
+        self.supervisor = supervisor
+        self.volumes = volumes
+        self.records = Records(os.path.join(data_root, "containers"))
+        self.changed = threading.Condition(self.records.lock)
+        self._delays: dict[str, float] = {}
+        self._timers: dict[str, threading.Timer] = {}
+        images.in_use = self.chains_in_use
+
+    # -- reading
+
+    def get(self, ref: str) -> Record:
+        return self.records.get(ref)
+
+    def volumes_in_use(self) -> dict[str, list[str]]:
+        """Volume name -> the containers that mount it (running or not, as Docker counts)."""
+        used: dict[str, list[str]] = {}
+        for record in self.records.all():
+            try:
+                spec = self.spec(record)
+            except SpecError:
+                continue
+            names = {m.source for m in spec.mounts if m.type == "volume" and m.source}
+            names |= {
+                str(m["Name"]) for m in record.mounts if m.get("Type") == "volume" and m.get("Name")
+            }
+            for name in names:
+                used.setdefault(name, []).append(record.id)
+        return used
+
+    def chains_in_use(self) -> set[str]:
+        return {r.chain for r in self.records.all() if r.chain}
+
+    def spec(self, record: Record) -> ContainerSpec:
+        return parse_create(record.body)
+
+    # -- create
+
+    def create(self, body: object, name: str | None) -> tuple[Record, list[str]]:
+        spec = parse_create(body)
+        if name:
+            name = check_name(name)
+        image = self.images.find(spec.image)
+        chain = self._unpack(image)
+        warnings = []
+        if spec.network_mode in ("default", "bridge"):
+            warnings.append(
+                "bridge networking is not supported yet: the container gets its own network "
+                "namespace with only a loopback interface (use --network host to share the "
+                "node's)"
+            )
+        with self.records.lock:
+            container_id = self.records.new_id()
+            final_name = self.records.claim_name(name, container_id)
+            directory = self.records.dir(container_id)
+            record = Record(
+                id=container_id,
+                name=final_name,
+                created=now_rfc3339(),
+                image=spec.image,
+                image_id=image.id,
+                chain=chain,
+                body=dict(spec.raw),
+                hostname=spec.hostname or container_id[:12],
+                log_path=os.path.join(directory, f"{container_id}-json.log"),
+            )
+            self.records.save(record)
+        return record, warnings
+
+    def _unpack(self, image: Any) -> str | None:
+        chain: str | None = None
+        for layer, diff_id in zip(image.layers, image.diff_ids, strict=True):
+            with self.images.content.open(layer.digest) as blob:
+                chain = self.images.snapshots.unpack(chain, blob, layer.media_type, diff_id)
+        expected = chain_id(image.diff_ids)
+        return expected[-1] if expected else None
+
+    # -- start
+
+    def prepare_start(self, ref: str, *, restarting: bool = False) -> Record:
+        """Mount, write the bundle and create the container in the supervisor (its
+        process waits); `finish_start` starts it."""
+        with self.records.lock:
+            record = self.records.get(ref)
+            if record.status == "running" or (record.status == "restarting" and not restarting):
+                raise Conflict(f"container {record.id[:12]} is already running")
+            if record.status == "removing":
+                raise Conflict(f"container {record.id[:12]} is being removed")
+            record.status = "starting"
+            record.started_at = now_rfc3339()
+        try:
+            spec = self.spec(record)
+            if spec.tty:
+                raise SpecError("Tty: containers with a terminal are not supported yet")
+            directory = self.records.dir(record.id)
+            bundle = os.path.join(directory, "bundle")
+            rootfs = os.path.join(bundle, "rootfs")
+            os.makedirs(rootfs, mode=0o755, exist_ok=True)
+            self._mount_rootfs(record, directory, rootfs)
+            image = self.images.find(record.image_id)
+            mounts = self._mounts(record, spec, directory, image.config)
+            config = oci_config(
+                spec,
+                image.config,
+                rootfs,
+                hostname=record.hostname,
+                mounts=mounts,
+                cgroups_path=f"{self.cgroup_parent}/{record.id}",
+            )
+            import json
+
+            with open(os.path.join(bundle, "config.json"), "w") as f:
+                json.dump(config, f)
+            with contextlib.suppress(Exception):
+                self.supervisor.delete(record.id, force=True)  # a leftover of an earlier run
+            record.pid = self.supervisor.create(
+                record.id,
+                bundle,
+                record.log_path,
+                log_max_size=spec.log_max_size,
+                log_max_files=spec.log_max_files,
+                stdin=spec.open_stdin,
+            )
+            return record
+        except BaseException:
+            record.status = "exited" if record.exits else "created"
+            self._unmount_rootfs(record)
+            self.records.save(record)
+            raise
+
+    def finish_start(self, record: Record) -> None:
+        try:
+            self.supervisor.start(record.id)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.supervisor.delete(record.id, force=True)
+            record.status = "exited" if record.exits else "created"
+            self._unmount_rootfs(record)
+            self.records.save(record)
+            raise
+        with self.changed:
+            if record.status != "starting":
+                return  # it exited already: on_exit has recorded it
+            record.status = "running"
+            record.manually_stopped = False
+            record.exit_code = 0
+            record.oom_killed = False
+            record.error = ""
+            self.records.save(record)
+            self.changed.notify_all()
+
+    def start(self, ref: str, *, restarting: bool = False) -> Record:
+        record = self.prepare_start(ref, restarting=restarting)
+        self.finish_start(record)
+        return record
+
+    def _mount_rootfs(self, record: Record, directory: str, rootfs: str) -> None:
+        if os.path.ismount(rootfs):
+            return
+        mounts = self.images.snapshots.mounts(record.chain, directory)
+        mount_all(mounts, rootfs)
+
+    def _unmount_rootfs(self, record: Record) -> None:
+        rootfs = os.path.join(self.records.dir(record.id), "bundle", "rootfs")
+        if os.path.ismount(rootfs):
+            try:
+                unmount(rootfs)
+            except OSError:
+                unmount(rootfs, detach=True)
+
+    def _mounts(
+        self,
+        record: Record,
+        spec: ContainerSpec,
+        directory: str,
+        image_config: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """The container's own mounts: /etc files, binds, volumes, tmpfs."""
+        etc = os.path.join(directory, "etc")
+        os.makedirs(etc, exist_ok=True)
+        host_network = spec.network_mode == "host"
+        hostname = os.uname().nodename if host_network else record.hostname
+        _write(os.path.join(etc, "hostname"), hostname + "\n")
+        hosts = (
+            _read("/etc/hosts")
+            if host_network
+            else (
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                f"127.0.1.1\t{record.hostname}\n"
+            )
+        )
+        _write(os.path.join(etc, "hosts"), hosts)
+        _write(os.path.join(etc, "resolv.conf"), _read("/etc/resolv.conf"))
+        out: list[dict[str, Any]] = []
+        shown: list[dict[str, Any]] = []
+        for name in ("hostname", "hosts", "resolv.conf"):
+            out.append(
+                {
+                    "destination": f"/etc/{name}",
+                    "type": "bind",
+                    "source": os.path.join(etc, name),
+                    "options": ["rbind", "rprivate"],
+                }
+            )
+        covered = set()
+        for m in spec.mounts:
+            covered.add(m.target.rstrip("/") or "/")
+            if m.type == "bind":
+                if not os.path.exists(m.source):
+                    from_binds = any(
+                        b.split(":")[0] == m.source
+                        for b in record.body.get("HostConfig", {}).get("Binds") or []
+                    )
+                    if not from_binds:
+                        raise SpecError(
+                            f'invalid mount config for type "bind": bind source path does not '
+                            f"exist: {m.source}"
+                        )
+                    os.makedirs(m.source, exist_ok=True)  # -v makes a missing source, as Docker
+                out.append(
+                    {
+                        "destination": m.target,
+                        "type": "bind",
+                        "source": m.source,
+                        "options": ["rbind", "ro" if m.read_only else "rw"],
+                    }
+                )
+                shown.append(_shown("bind", m.source, m.target, not m.read_only))
+            elif m.type == "tmpfs":
+                options = ["nosuid", "nodev", "noexec", *m.options]
+                out.append(
+                    {
+                        "destination": m.target,
+                        "type": "tmpfs",
+                        "source": "tmpfs",
+                        "options": options,
+                    }
+                )
+                shown.append(_shown("tmpfs", "", m.target, True))
+            else:
+                name, source = self._volume(m.source, m.target, record)
+                out.append(
+                    {
+                        "destination": m.target,
+                        "type": "bind",
+                        "source": source,
+                        "options": ["rbind", "ro" if m.read_only else "rw"],
+                    }
+                )
+                shown.append(
+                    {
+                        **_shown("volume", source, m.target, not m.read_only),
+                        "Name": name,
+                        "Driver": "local",
+                    }
+                )
+        image_volumes = (image_config.get("config") or {}).get("Volumes") or {}
+        for target in {**image_volumes, **spec.volumes}:
+            if (target.rstrip("/") or "/") in covered:
+                continue
+            name, source = self._volume("", target, record)
+            out.append(
+                {
+                    "destination": target,
+                    "type": "bind",
+                    "source": source,
+                    "options": ["rbind", "rw"],
+                }
+            )
+            shown.append(
+                {**_shown("volume", source, target, True), "Name": name, "Driver": "local"}
+            )
+        record.mounts = shown
+        return out
+
+    def _volume(self, name: str, target: str, record: Record) -> tuple[str, str]:
+        """(name, host directory) of a named (or, with no name, anonymous) volume; an
+        anonymous volume made for this container before is used again on restart."""
+        if self.volumes is None:
+            raise SpecError(f"{target}: volumes are not supported yet")
+        if not name:
+            earlier = [m for m in record.mounts if m.get("Destination") == target and m.get("Name")]
+            if earlier:
+                name = str(earlier[0]["Name"])
+        volume = self.volumes.get_or_create(name) if name else self.volumes.create_anonymous()
+        data = str(volume.mountpoint)
+        rootfs = os.path.join(self.records.dir(record.id), "bundle", "rootfs")
+        from agent.runtime.linux.rootfs import secure_join
+
+        inside = secure_join(rootfs, target)
+        if os.path.isdir(inside) and not os.listdir(data):
+            self.volumes.copy_up(inside, data)
+        return str(volume.name), data
+
+    # -- exits
+
+    def on_exit(self, container_id: str, exit_code: int | None, oom_killed: bool) -> None:
+        """The supervisor saw the container's init exit."""
+        with self.changed:
+            try:
+                record = self.records.get(container_id)
+            except NotFound:
+                return
+            if record.status not in ("running", "starting"):
+                return  # seen already (an event and a catch-up both report it)
+            started = _parse_time(record.started_at)
+            record.status = "exited"
+            record.pid = 0
+            record.exit_code = exit_code if exit_code is not None else 255
+            record.oom_killed = oom_killed
+            record.finished_at = now_rfc3339()
+            record.exits += 1
+            self.records.save(record)
+            self.changed.notify_all()
+        with contextlib.suppress(Exception):
+            self.supervisor.delete(container_id, force=True)
+        self._unmount_rootfs(record)
+        spec = self.spec(record)
+        if spec.auto_remove:
+            with contextlib.suppress(Exception):
+                self.remove(container_id, force=True)
+            return
+        if restart.should_restart(
+            spec.restart, record.exit_code, record.restart_count, record.manually_stopped
+        ):
+            delay = restart.next_delay(self._delays.get(container_id, 0.0), time.time() - started)
+            self._delays[container_id] = delay
+            with self.changed:
+                record.status = "restarting"
+                self.records.save(record)
+            timer = threading.Timer(delay, self._restart, args=(container_id,))
+            timer.daemon = True
+            self._timers[container_id] = timer
+            timer.start()
+
+    def _restart(self, container_id: str) -> None:
+        self._timers.pop(container_id, None)
+        try:
+            record = self.records.get(container_id)
+        except NotFound:
+            return
+        with self.changed:
+            if record.status != "restarting":
+                return  # stopped or removed meanwhile
+            record.restart_count += 1  # still "restarting" until it runs: never seen as done
+            self.records.save(record)
+        try:
+            self.start(container_id, restarting=True)
+        except Exception as e:
+            log.warning("restarting %s failed: %s", container_id[:12], e)
+            with self.changed:
+                record.status = "exited"
+                record.error = str(e)
+                self.records.save(record)
+                self.changed.notify_all()
+
+    # -- stop, kill, remove
+
+    def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> bool:
+        """SIGTERM (or the stop signal), then SIGKILL after the grace period; False when
+        it was not running (304)."""
+        record = self.records.get(ref)
+        self._cancel_restart(record)
+        if not record.running:
+            return False
+        spec = self.spec(record)
+        number = _signal_number(sig or spec.stop_signal or None)
+        grace = timeout if timeout is not None else (spec.stop_timeout or DEFAULT_STOP_TIMEOUT)
+        record.manually_stopped = True
+        self.records.save(record)
+        exits = record.exits
+        with contextlib.suppress(Exception):
+            self.supervisor.kill(record.id, number, False)
+        if not self._wait_exit(record, exits, grace):
+            with contextlib.suppress(Exception):
+                self.supervisor.kill(record.id, signals.SIGKILL, True)
+            self._wait_exit(record, exits, 30)
+        return True
+
+    def _wait_exit(self, record: Record, exits: int, timeout: float) -> bool:
+        deadline = time.monotonic() + max(timeout, 0)
+        with self.changed:
+            while record.exits == exits and record.running:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(left)
+        return True
+
+    def kill(self, ref: str, sig: str | None = None) -> None:
+        record = self.records.get(ref)
+        if not record.running:
+            raise Conflict(f"Container {record.id} is not running")
+        number = _signal_number(sig, signals.SIGKILL)
+        if number in (signals.SIGKILL, signals.SIGTERM, signals.SIGINT):
+            record.manually_stopped = True
+            self.records.save(record)
+        self.supervisor.kill(record.id, number, False)
+
+    def _cancel_restart(self, record: Record) -> None:
+        timer = self._timers.pop(record.id, None)
+        if timer is not None:
+            timer.cancel()
+        if record.status == "restarting":
+            with self.changed:
+                record.status = "exited"
+                record.manually_stopped = True
+                self.records.save(record)
+                self.changed.notify_all()
+
+    def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
+        record = self.records.get(ref)
+        self._cancel_restart(record)
+        if record.running:
+            if not force:
+                raise Conflict(
+                    f"You cannot remove a running container {record.id}. Stop the container "
+                    "before attempting removal or force remove"
+                )
+            with contextlib.suppress(Exception):
+                self.supervisor.kill(record.id, signals.SIGKILL, True)
+            self._wait_exit(record, record.exits, 30)
+        with self.changed:
+            record.status = "removing"
+        with contextlib.suppress(Exception):
+            self.supervisor.delete(record.id, force=True)
+        self._unmount_rootfs(record)
+        if volumes and self.volumes is not None:
+            for m in record.mounts:
+                if m.get("Type") == "volume" and m.get("Name"):
+                    with contextlib.suppress(Exception):
+                        if self.volumes.get(str(m["Name"])).anonymous:
+                            self.volumes.remove(str(m["Name"]), force=True)
+        shutil.rmtree(self.records.dir(record.id), ignore_errors=True)
+        with self.changed:
+            self.records.forget(record.id)
+            self.changed.notify_all()
+
+    def wait(
+        self, ref: str, condition: str = "not-running", cancel: threading.Event | None = None
+    ) -> tuple[int, str]:
+        """Block until `condition` (not-running | next-exit | removed) or `cancel`;
+        (exit code, error)."""
+        record = self.records.get(ref)
+        exits = record.exits
+        with self.changed:
+            while cancel is None or not cancel.is_set():
+                gone = record.id not in {r.id for r in self.records.all()}
+                if condition == "removed":
+                    if gone:
+                        return record.exit_code, record.error
+                elif condition == "next-exit":
+                    if record.exits > exits or gone:
+                        return record.exit_code, record.error
+                elif (not record.running and record.status != "starting") or gone:
+                    return record.exit_code, record.error
+                self.changed.wait(0.5)
+        return record.exit_code, "cancelled"
+
+    def rename(self, ref: str, name: str) -> None:
+        name = check_name(name)
+        with self.records.lock:
+            record = self.records.get(ref)
+            if record.name == name:
+                return
+            self.records.claim_name(name, record.id)
+            record.name = name
+            self.records.save(record)
+
+    # -- the supervisor's events
+
+    def watch(self, stop: threading.Event, recovered: threading.Event | None = None) -> None:
+        """Apply the supervisor's exit events until `stop`. Each time it subscribes
+        (at start, and after a lost connection) it first catches up with what the
+        supervisor did meanwhile (`recover`), then sets `recovered`: no exit falls
+        between the two."""
+        while not stop.is_set():
+            try:
+                events = self.supervisor.events()  # subscribed when this returns
+                try:
+                    self.recover()
+                    if recovered is not None:
+                        recovered.set()
+                    for event in events:
+                        if stop.is_set():
+                            return
+                        if event.get("event") == "exit":
+                            code = event.get("exit_code")
+                            self.on_exit(
+                                str(event.get("id")),
+                                code if isinstance(code, int) else None,
+                                bool(event.get("oom_killed")),
+                            )
+                finally:
+                    close = getattr(events, "close", None)
+                    if close is not None:
+                        close()
+            except Exception as e:  # the supervisor went away: try again shortly
+                if not stop.is_set():
+                    log.warning("supervisor events: %s", e)
+            stop.wait(0.5)
+
+    def remove_cgroup_parent(self) -> None:
+        """Remove the (empty) parent cgroup of the containers, in every hierarchy."""
+        for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+            if root.count("/") > 4:
+                dirs[:] = []
+                continue
+            path = root + self.cgroup_parent
+            if os.path.isdir(path):
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+
+    # -- after a daemon restart
+
+    def recover(self) -> None:
+        """Bring records up to date with the supervisor (live restore)."""
+        try:
+            known = {c["id"]: c for c in self.supervisor.list()}
+        except Exception as e:
+            log.warning("the supervisor did not answer: %s", e)
+            known = {}
+        for record in self.records.all():
+            state = known.get(record.id)
+            if record.status in ("running", "starting", "restarting"):
+                if state is not None and state.get("status") == "running":
+                    record.status = "running"
+                    record.pid = int(state.get("pid") or 0)
+                    self.records.save(record)
+                    continue
+                code = state.get("exit_code") if state else None
+                self.on_exit(
+                    record.id,
+                    code if isinstance(code, int) else None,
+                    bool(state and state.get("oom_killed")),
+                )
+            elif record.status == "removing":
+                with contextlib.suppress(Exception):
+                    self.remove(record.id, force=True)
+        for record in self.records.all():
+            if record.running:
+                continue
+            try:
+                spec = self.spec(record)
+            except SpecError:
+                continue
+            if record.exits and restart.start_at_boot(spec.restart, record.manually_stopped):
+                try:
+                    self.start(record.id)
+                except Exception as e:
+                    log.warning("starting %s at boot failed: %s", record.id[:12], e)
+
+
+def _shown(kind: str, source: str, target: str, rw: bool) -> dict[str, Any]:
+    return {
+        "Type": kind,
+        "Source": source,
+        "Destination": target,
+        "Mode": "",
+        "RW": rw,
+        "Propagation": "rprivate" if kind == "bind" else "",
+    }
+
+
+def _write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _parse_time(text: str) -> float:
+    from agent.containers.logs import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError:
+        return 0.0

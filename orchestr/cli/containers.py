@@ -1,0 +1,442 @@
+"""Container commands: run, ps, logs, start, stop, restart, kill, rm, inspect, wait —
+through the daemon's Engine API, as the docker CLI does them."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+import threading
+from typing import Any
+
+import click
+
+from orchestr.cli.images import _split_tag, client_of
+from orchestr.cli.output import ProgressView, human_age, print_json, print_table
+from orchestr.client import ApiError, Client, hijack, json_stream
+from orchestr.errors import OrchestrError
+
+_format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+
+
+def _pairs(items: tuple[str, ...]) -> list[str]:
+    out = []
+    for item in items:
+        if "=" in item:
+            out.append(item)
+        elif item in os.environ:  # -e NAME takes the value from here, as docker does
+            out.append(f"{item}={os.environ[item]}")
+    return out
+
+
+def _size(text: str | None) -> int:
+    if not text:
+        return 0
+    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower()
+    if t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
+
+
+def _restart(policy: str) -> dict[str, Any]:
+    name, _, count = policy.partition(":")
+    return {"Name": name, "MaximumRetryCount": int(count) if count else 0}
+
+
+def _mounts(specs: tuple[str, ...]) -> list[dict[str, Any]]:
+    out = []
+    for spec in specs:
+        fields: dict[str, str] = {}
+        for kv in spec.split(","):
+            if kv:
+                key, eq, value = kv.partition("=")
+                fields[key] = value if eq else "true"
+        kind = fields.get("type", "volume")
+        target = fields.get("target") or fields.get("destination") or fields.get("dst")
+        if not target:
+            raise click.BadParameter(f"{spec!r}: target is required", param_hint="--mount")
+        mount: dict[str, Any] = {"Type": kind, "Target": target}
+        source = fields.get("source") or fields.get("src")
+        if source:
+            mount["Source"] = source
+        if fields.get("readonly") in ("true", "1") or fields.get("ro") in ("true", "1"):
+            mount["ReadOnly"] = True
+        if kind == "tmpfs" and "tmpfs-size" in fields:
+            mount["TmpfsOptions"] = {"SizeBytes": _size(fields["tmpfs-size"])}
+        out.append(mount)
+    return out
+
+
+@click.command("run", context_settings={"allow_interspersed_args": False})
+@click.option("-d", "--detach", is_flag=True, help="Run in the background; print the ID.")
+@click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits.")
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin open.")
+@click.option("-t", "--tty", is_flag=True, help="A terminal (not supported yet).")
+@click.option("--name", help="Name of the container.")
+@click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE")
+@click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DEST[:ro]")
+@click.option("--mount", "mounts", multiple=True, metavar="type=…,source=…,target=…")
+@click.option("--tmpfs", "tmpfs", multiple=True, metavar="PATH[:OPTIONS]")
+@click.option("-m", "--memory", help="Memory limit (e.g. 64m).")
+@click.option("--cpus", type=float, help="CPUs (e.g. 0.5).")
+@click.option("--pids-limit", type=int, help="Process limit.")
+@click.option(
+    "--restart", "restart", default="no", help="no | always | unless-stopped | on-failure[:N]"
+)
+@click.option("-u", "--user", help="USER[:GROUP].")
+@click.option("-w", "--workdir", help="Working directory inside the container.")
+@click.option("--entrypoint", help="Overrides the image's entrypoint.")
+@click.option("--read-only", is_flag=True, help="A read-only root file system.")
+@click.option("--network", default="default", help="default | none | host")
+@click.option("-l", "--label", "labels", multiple=True, metavar="KEY=VALUE")
+@click.option("--cap-add", multiple=True)
+@click.option("--cap-drop", multiple=True)
+@click.option("--hostname", "-h", "hostname", help="Container host name.")
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx: click.Context, /, image: str, command: tuple[str, ...], **o: Any) -> None:
+    """Create and start a container from IMAGE (and wait for it, unless -d)."""
+    if o["tty"]:
+        raise OrchestrError("-t: containers with a terminal are not supported yet")
+    if o["detach"] and o["remove"] and o["restart"] != "no":
+        raise OrchestrError("--rm and --restart cannot be combined")
+    body: dict[str, Any] = {
+        "Image": image,
+        "Cmd": list(command) or None,
+        "Env": _pairs(o["env"]),
+        "User": o["user"] or "",
+        "WorkingDir": o["workdir"] or "",
+        "Hostname": o["hostname"] or "",
+        "Labels": dict(
+            label.split("=", 1) if "=" in label else (label, "") for label in o["labels"]
+        ),
+        "OpenStdin": o["interactive"],
+        "StdinOnce": o["interactive"],
+        "AttachStdin": o["interactive"] and not o["detach"],
+        "AttachStdout": not o["detach"],
+        "AttachStderr": not o["detach"],
+        "HostConfig": {
+            "Binds": list(o["volumes"]) or None,
+            "Mounts": _mounts(o["mounts"]) or None,
+            "Tmpfs": {t.partition(":")[0]: t.partition(":")[2] for t in o["tmpfs"]} or None,
+            "AutoRemove": o["remove"],
+            "RestartPolicy": _restart(o["restart"]),
+            "Memory": _size(o["memory"]),
+            "NanoCpus": int((o["cpus"] or 0) * 1e9),
+            "PidsLimit": o["pids_limit"],
+            "ReadonlyRootfs": o["read_only"],
+            "NetworkMode": o["network"],
+            "CapAdd": list(o["cap_add"]) or None,
+            "CapDrop": list(o["cap_drop"]) or None,
+        },
+    }
+    if o["entrypoint"] is not None:
+        body["Entrypoint"] = [o["entrypoint"]] if o["entrypoint"] else []
+    with client_of(ctx, timeout=None) as client:
+        container_id = _create(client, body, o["name"])
+        if o["detach"]:
+            client.request("POST", f"/containers/{container_id}/start")
+            click.echo(container_id)
+            return
+        code = _run_attached(client, container_id, o["interactive"], o["remove"])
+    sys.exit(code)
+
+
+def _create(client: Client, body: dict[str, Any], name: str | None) -> str:
+    params = {"name": name} if name else {}
+    try:
+        answer = client.json("POST", "/containers/create", params=params, json=body)
+    except ApiError as e:
+        if e.status != 404 or "No such image" not in str(e):
+            raise
+        click.echo(f"Unable to find image '{body['Image']}' locally", err=True)
+        repo, tag = _split_tag(body["Image"])
+        with (
+            client.stream(
+                "POST", "/images/create", params={"fromImage": repo, "tag": tag or "latest"}
+            ) as response,
+            ProgressView() as view,
+        ):
+            view.show(json_stream(response))
+        answer = client.json("POST", "/containers/create", params=params, json=body)
+    for warning in answer.get("Warnings") or []:
+        click.echo(f"WARNING: {warning}", err=True)
+    return str(answer["Id"])
+
+
+def _run_attached(client: Client, container_id: str, stdin: bool, remove: bool) -> int:
+    params = {"stream": "1", "stdout": "1", "stderr": "1", **({"stdin": "1"} if stdin else {})}
+    sock, rest = hijack(client, f"/containers/{container_id}/attach", params)
+    result: dict[str, Any] = {}
+
+    def wait() -> None:
+        condition = "removed" if remove else "next-exit"
+        try:
+            result.update(
+                client.json(
+                    "POST", f"/containers/{container_id}/wait", params={"condition": condition}
+                )
+            )
+        except ApiError as e:
+            result["error"] = str(e)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    try:
+        client.request("POST", f"/containers/{container_id}/start")
+    except ApiError:
+        sock.close()
+        if remove:
+            client.request("DELETE", f"/containers/{container_id}", params={"force": "1"})
+        raise
+    if stdin:
+        threading.Thread(target=_pump_stdin, args=(sock,), daemon=True).start()
+    _demux(sock, rest)
+    sock.close()
+    waiter.join()
+    if "error" in result:
+        raise OrchestrError(result["error"])
+    error = result.get("Error")
+    if error and error.get("Message"):
+        click.echo(f"orchestr: {error['Message']}", err=True)
+    return int(result.get("StatusCode", 0))
+
+
+def _pump_stdin(sock: Any) -> None:
+    import socket
+
+    fd = sys.stdin.fileno()
+    try:
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            sock.sendall(data)
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def _demux(sock: Any, pending: bytes) -> None:
+    """Docker's multiplexed frames to our stdout and stderr."""
+    out = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+    buffer = pending
+    while True:
+        while len(buffer) >= 8:
+            stream, length = struct.unpack(">BxxxI", buffer[:8])
+            if len(buffer) < 8 + length:
+                break
+            target = out.get(stream, sys.stdout.buffer)
+            target.write(buffer[8 : 8 + length])
+            target.flush()
+            buffer = buffer[8 + length :]
+        try:
+            chunk = sock.recv(65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        buffer += chunk
+
+
+@click.command("ps")
+@click.option("-a", "--all", "all_", is_flag=True, help="Show all containers, not only running.")
+@click.option("-q", "--quiet", is_flag=True, help="Only IDs.")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE")
+@click.option("--no-trunc", is_flag=True)
+@_format_option
+@click.pass_context
+def ps(
+    ctx: click.Context, all_: bool, quiet: bool, filters: tuple[str, ...], no_trunc: bool, fmt: str
+) -> None:
+    """List containers."""
+    grouped: dict[str, dict[str, bool]] = {}
+    for f in filters:
+        key, eq, value = f.partition("=")
+        if not eq:
+            raise click.BadParameter(f"{f!r}: expected KEY=VALUE", param_hint="--filter")
+        grouped.setdefault(key, {})[value] = True
+    params = {"all": int(all_), **({"filters": json.dumps(grouped)} if grouped else {})}
+    with client_of(ctx) as client:
+        containers = client.json("GET", "/containers/json", params=params)
+    if fmt == "json":
+        print_json(containers)
+        return
+    if quiet:
+        click.echo("\n".join(c["Id"] if no_trunc else c["Id"][:12] for c in containers))
+        return
+    rows = []
+    for c in containers:
+        command = c["Command"] if no_trunc or len(c["Command"]) <= 20 else c["Command"][:19] + "…"
+        rows.append(
+            [
+                c["Id"] if no_trunc else c["Id"][:12],
+                c["Image"],
+                f'"{command}"',
+                human_age(c["Created"]),
+                c["Status"],
+                "",
+                ",".join(n.lstrip("/") for n in c["Names"]),
+            ]
+        )
+    print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows)
+
+
+@click.command("logs")
+@click.argument("container")
+@click.option("-f", "--follow", is_flag=True)
+@click.option("-t", "--timestamps", is_flag=True)
+@click.option("-n", "--tail", default="all")
+@click.option("--since")
+@click.option("--until")
+@click.pass_context
+def logs(
+    ctx: click.Context,
+    container: str,
+    follow: bool,
+    timestamps: bool,
+    tail: str,
+    since: str | None,
+    until: str | None,
+) -> None:
+    """Show a container's output (stdout here, stderr to stderr)."""
+    params = {
+        "stdout": "1",
+        "stderr": "1",
+        "follow": int(follow),
+        "timestamps": int(timestamps),
+        "tail": tail,
+        **({"since": since} if since else {}),
+        **({"until": until} if until else {}),
+    }
+    with (
+        client_of(ctx, timeout=None) as client,
+        client.stream("GET", f"/containers/{container}/logs", params=params) as response,
+    ):
+        out = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+        buffer = b""
+        for chunk in response.iter_bytes():
+            buffer += chunk
+            while len(buffer) >= 8:
+                stream, length = struct.unpack(">BxxxI", buffer[:8])
+                if len(buffer) < 8 + length:
+                    break
+                target = out.get(stream, sys.stdout.buffer)
+                target.write(buffer[8 : 8 + length])
+                target.flush()
+                buffer = buffer[8 + length :]
+
+
+def _each(
+    ctx: click.Context,
+    containers: tuple[str, ...],
+    method: str,
+    path: str,
+    params: dict[str, Any] | None = None,
+) -> None:
+    failed = False
+    with client_of(ctx, timeout=None) as client:
+        for c in containers:
+            try:
+                client.request(method, path.format(c), params=params or {})
+                click.echo(c)
+            except ApiError as e:
+                click.echo(f"orchestr: {e}", err=True)
+                failed = True
+    if failed:
+        sys.exit(1)
+
+
+@click.command("start")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_context
+def start(ctx: click.Context, containers: tuple[str, ...]) -> None:
+    """Start stopped containers."""
+    _each(ctx, containers, "POST", "/containers/{}/start")
+
+
+@click.command("stop")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-t", "--time", "timeout", type=int, help="Seconds to wait before killing.")
+@click.option("-s", "--signal", "sig", help="Signal to send first.")
+@click.pass_context
+def stop(
+    ctx: click.Context, containers: tuple[str, ...], timeout: int | None, sig: str | None
+) -> None:
+    """Stop containers: the stop signal, then SIGKILL after the grace period."""
+    params = {**({"t": timeout} if timeout is not None else {}), **({"signal": sig} if sig else {})}
+    _each(ctx, containers, "POST", "/containers/{}/stop", params)
+
+
+@click.command("restart")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-t", "--time", "timeout", type=int)
+@click.pass_context
+def restart(ctx: click.Context, containers: tuple[str, ...], timeout: int | None) -> None:
+    """Restart containers."""
+    _each(
+        ctx,
+        containers,
+        "POST",
+        "/containers/{}/restart",
+        {"t": timeout} if timeout is not None else {},
+    )
+
+
+@click.command("kill")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-s", "--signal", "sig", default="KILL")
+@click.pass_context
+def kill(ctx: click.Context, containers: tuple[str, ...], sig: str) -> None:
+    """Send a signal to containers (default SIGKILL)."""
+    _each(ctx, containers, "POST", "/containers/{}/kill", {"signal": sig})
+
+
+@click.command("rm")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
+@click.option("-v", "--volumes", is_flag=True, help="Also remove its anonymous volumes.")
+@click.pass_context
+def rm(ctx: click.Context, containers: tuple[str, ...], force: bool, volumes: bool) -> None:
+    """Remove containers."""
+    _each(ctx, containers, "DELETE", "/containers/{}", {"force": int(force), "v": int(volumes)})
+
+
+@click.command("inspect")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def inspect(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Details of containers (or images) as JSON."""
+    out = []
+    with client_of(ctx) as client:
+        for name in names:
+            try:
+                out.append(client.json("GET", f"/containers/{name}/json"))
+            except ApiError as e:
+                if e.status != 404:
+                    raise
+                out.append(client.json("GET", f"/images/{name}/json"))
+    print_json(out)
+
+
+@click.command("wait")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_context
+def wait(ctx: click.Context, containers: tuple[str, ...]) -> None:
+    """Wait for containers to stop; print their exit codes."""
+    with client_of(ctx, timeout=None) as client:
+        for c in containers:
+            click.echo(client.json("POST", f"/containers/{c}/wait")["StatusCode"])

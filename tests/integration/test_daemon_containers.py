@@ -1,0 +1,200 @@
+"""Containers through the daemon, judged by real clients: the docker CLI, docker-py and
+orchestr's CLI; and the daemon's crash: containers outlive `kill -9` of the daemon
+and a new daemon adopts them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+
+from tests.conftest import Daemon, start_daemon
+from tests.integration.test_daemon_images import docker_cli, orchestr, run
+
+
+@pytest.fixture
+def busybox(daemon: Daemon, busybox_rootfs: Path) -> Daemon:
+    """The daemon, with busybox:latest imported."""
+    tar = daemon.state_dir / "busybox.tar"
+    subprocess.run(["tar", "-C", str(busybox_rootfs), "-cf", str(tar), "."], check=True)
+    docker_cli(daemon, "import", str(tar), "busybox:latest")
+    return daemon
+
+
+def test_docker_run_prints_and_carries_the_exit_code(busybox: Daemon) -> None:
+    out = docker_cli(busybox, "run", "--rm", "busybox", "echo", "hello")
+    assert out.stdout == "hello\n"
+    failed = docker_cli(
+        busybox, "run", "--rm", "busybox", "sh", "-c", "echo oops >&2; exit 3", check=False
+    )
+    assert failed.returncode == 3 and failed.stderr.endswith("oops\n")
+    assert docker_cli(busybox, "ps", "-aq").stdout == ""  # --rm removed them
+
+    piped = run(busybox, "sh", "-c", "echo through stdin | docker run -i --rm busybox cat")
+    assert piped.stdout == "through stdin\n"
+
+
+def test_detached_container_lifecycle(busybox: Daemon) -> None:
+    cid = docker_cli(
+        busybox,
+        "run",
+        "-d",
+        "--name",
+        "w",
+        "busybox",
+        "sh",
+        "-c",
+        "echo started; echo to-stderr >&2; exec sleep 1000",
+    ).stdout.strip()
+    assert len(cid) == 64
+    listing = docker_cli(busybox, "ps", "--format", "{{.Names}} {{.Status}}").stdout
+    assert listing.startswith("w Up ")
+    deadline = time.monotonic() + 10
+    while "started" not in docker_cli(busybox, "logs", "w").stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    logs = docker_cli(busybox, "logs", "w")
+    assert logs.stdout == "started\n" and logs.stderr == "to-stderr\n"
+    inspect = json.loads(docker_cli(busybox, "inspect", "w").stdout)[0]
+    assert inspect["State"]["Running"] and inspect["Name"] == "/w"
+    clash = docker_cli(busybox, "run", "-d", "--name", "w", "busybox", "true", check=False)
+    assert clash.returncode != 0 and "already in use" in clash.stderr
+    refused = docker_cli(busybox, "rm", "w", check=False)
+    assert refused.returncode != 0 and "Stop the container" in refused.stderr
+
+    started = time.monotonic()
+    docker_cli(busybox, "stop", "-t", "1", "w")
+    assert time.monotonic() - started < 5  # sleep ignores SIGTERM as pid 1: killed after 1 s
+    state = json.loads(docker_cli(busybox, "inspect", "w").stdout)[0]["State"]
+    assert state["Status"] == "exited" and state["ExitCode"] == 137
+    docker_cli(busybox, "rm", "w")
+    assert docker_cli(busybox, "ps", "-aq").stdout == ""
+
+
+def test_restart_policy_on_failure(busybox: Daemon) -> None:
+    docker_cli(
+        busybox,
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        state = json.loads(docker_cli(busybox, "inspect", "flaky").stdout)[0]
+        if state["RestartCount"] == 2 and state["State"]["Status"] == "exited":
+            break
+        assert time.monotonic() < deadline, state["State"]
+        time.sleep(0.1)
+    assert docker_cli(busybox, "logs", "flaky").stdout == "run\nrun\nrun\n"
+    docker_cli(busybox, "rm", "flaky")
+
+
+def test_docker_py_runs_containers(busybox: Daemon) -> None:
+    client = docker.DockerClient(base_url=busybox.host, version="1.41")
+    try:
+        assert client.containers.run("busybox", ["echo", "from docker-py"], remove=True) == (
+            b"from docker-py\n"
+        )
+        c = client.containers.run("busybox", ["sleep", "100"], detach=True, name="py")
+        assert client.containers.get("py").status == "running"
+        c.kill()
+        assert c.wait()["StatusCode"] == 137
+        c.remove()
+    finally:
+        client.close()
+
+
+def test_orchestr_cli_runs_containers(busybox: Daemon) -> None:
+    out = orchestr(busybox, "run", "--rm", "busybox", "sh", "-c", "echo hi; exit 4", check=False)
+    assert out.returncode == 4 and out.stdout == "hi\n"
+    cid = orchestr(
+        busybox,
+        "run",
+        "-d",
+        "--name",
+        "bg",
+        "-e",
+        "A=1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $A; exec sleep 100",
+    ).stdout.strip()
+    table = orchestr(busybox, "ps").stdout.splitlines()
+    assert table[1].startswith(cid[:12]) and table[1].endswith("bg")
+    deadline = time.monotonic() + 10
+    while orchestr(busybox, "logs", "bg").stdout != "1\n":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    orchestr(busybox, "stop", "-t", "0", "bg")
+    assert orchestr(busybox, "wait", "bg").stdout.strip() == "137"
+    orchestr(busybox, "rm", "bg")
+
+
+def test_containers_outlive_a_killed_daemon(busybox: Daemon, state_dir: Path) -> None:
+    cid = docker_cli(
+        busybox,
+        "run",
+        "-d",
+        "--name",
+        "survivor",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+    ).stdout.strip()
+    time.sleep(0.3)
+    busybox.proc.send_signal(signal.SIGKILL)
+    busybox.proc.wait()
+    time.sleep(0.5)  # the container keeps writing while no daemon runs
+    with start_daemon(state_dir, busybox.socket) as again:
+        inspect = json.loads(docker_cli(again, "inspect", "survivor").stdout)[0]
+        assert inspect["State"]["Running"] and inspect["Id"] == cid
+        lines = docker_cli(again, "logs", "survivor").stdout.splitlines()
+        assert lines[:3] == ["tick 0", "tick 1", "tick 2"]
+        assert len(lines) >= 6  # written while the daemon was down, too
+        docker_cli(again, "stop", "-t", "0", "survivor")
+        assert (
+            json.loads(docker_cli(again, "inspect", "survivor").stdout)[0]["State"]["ExitCode"]
+            == 137
+        )
+        docker_cli(again, "rm", "survivor")
+
+
+def test_bad_container_requests_get_4xx(busybox: Daemon) -> None:
+    transport = httpx.HTTPTransport(uds=str(busybox.socket))
+    with httpx.Client(transport=transport, base_url="http://d/v1.41") as http:
+        cases = [
+            ("POST", "/containers/create", {"Image": "nosuch:1"}, 404, "No such image"),
+            (
+                "POST",
+                "/containers/create",
+                {"Image": "busybox", "HostConfig": {"Privileged": True}},
+                400,
+                "privileged",
+            ),
+            ("POST", "/containers/create", {"Cmd": ["x"]}, 400, "an image is required"),
+            ("POST", "/containers/nosuch/start", None, 404, "No such container"),
+            ("POST", "/containers/nosuch/wait?condition=sometime", None, 400, "invalid condition"),
+            ("GET", '/containers/json?filters={"color":["x"]}', None, 400, "invalid filter"),
+        ]
+        for method, path, body, status, message in cases:
+            response = http.request(method, path, json=body)
+            assert response.status_code == status, (path, response.text)
+            assert message in response.json()["message"], (path, response.text)
+        bad_json = http.post("/containers/create", content=b"{not json")
+        assert bad_json.status_code == 400
+    assert busybox.proc.poll() is None
