@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.containers import logs as container_logs
+from agent.containers import observe
 from agent.containers.records import ZERO_TIME, Record
 from agent.containers.service import Conflict, ContainerService, NameConflict, NotFound
 from agent.containers.spec import SpecError
@@ -51,11 +52,11 @@ class ContainersApi:
         r.route("POST", "/containers/{id}/rename")(self.rename)
         r.route("POST", "/containers/{id}/resize")(self.resize)
         r.route("DELETE", "/containers/{id}")(self.remove)
+        r.route("POST", "/containers/{id}/pause")(self.pause)
+        r.route("POST", "/containers/{id}/unpause")(self.unpause)
+        r.route("GET", "/containers/{id}/top")(self.top)
+        r.route("GET", "/containers/{id}/stats")(self.stats)
         for method, path in (
-            ("GET", "/containers/{id}/top"),
-            ("GET", "/containers/{id}/stats"),
-            ("POST", "/containers/{id}/pause"),
-            ("POST", "/containers/{id}/unpause"),
             ("POST", "/containers/{id}/exec"),
             ("POST", "/exec/{id}/start"),
             ("GET", "/exec/{id}/json"),
@@ -262,6 +263,71 @@ class ContainersApi:
             self.service.remove, record.id, force=request.flag("force"), volumes=request.flag("v")
         )
         return Response(204, b"", None)
+
+    async def pause(self, request: Request) -> Response:
+        record = await self._record(request)
+        await self._call(self.service.pause, record.id)
+        return Response(204, b"", None)
+
+    async def unpause(self, request: Request) -> Response:
+        record = await self._record(request)
+        await self._call(self.service.unpause, record.id)
+        return Response(204, b"", None)
+
+    async def top(self, request: Request) -> Response:
+        record = await self._record(request)
+        if record.status not in ("running", "paused"):
+            raise HttpError(409, f"Container {record.id} is not running")
+        try:
+            answer = await asyncio.to_thread(
+                observe.top, self.service.runtime, record.id, request.arg("ps_args") or "-ef"
+            )
+        except ValueError as e:
+            raise HttpError(500, str(e)) from None
+        return json_response(answer)
+
+    async def stats(self, request: Request) -> Response | None:
+        record = await self._record(request)
+        stream = request.flag("stream", default=True)
+        one_shot = request.flag("one-shot")
+
+        def reading(previous: dict[str, Any] | None) -> dict[str, Any]:
+            if record.status not in ("running", "paused"):  # stopped: zeros, as dockerd
+                doc: dict[str, Any] = {
+                    "read": "0001-01-01T00:00:00Z",
+                    "pids_stats": {},
+                    "cpu_stats": observe.EMPTY_CPU,
+                    "memory_stats": {},
+                }
+            else:
+                doc = observe.sample(self.service.runtime, record.id)
+            doc["preread"] = previous["read"] if previous else "0001-01-01T00:00:00Z"
+            doc["precpu_stats"] = previous["cpu_stats"] if previous else observe.EMPTY_CPU
+            doc["name"] = "/" + record.name
+            doc["id"] = record.id
+            return doc
+
+        await request.start_stream(200, "application/json")
+        previous = None
+        if not stream and not one_shot:  # dockerd takes two readings for a CPU percentage
+            previous = await asyncio.to_thread(reading, None)
+            await asyncio.sleep(1)
+        gone = asyncio.ensure_future(request.client_gone())
+        try:
+            while True:
+                doc = await asyncio.to_thread(reading, previous)
+                await request.write_json(doc)
+                if not stream or gone.done() or not record.running:
+                    break
+                previous = doc
+                await asyncio.wait([gone], timeout=1)
+                if gone.done():
+                    break
+        finally:
+            gone.cancel()
+            await asyncio.gather(gone, return_exceptions=True)
+        await request.end()
+        return None
 
     async def rename(self, request: Request) -> Response:
         name = request.arg("name")
@@ -487,12 +553,12 @@ def _state(record: Record) -> dict[str, Any]:
     status = _shown_status(record)
     return {
         "Status": status,
-        "Running": record.status == "running",
-        "Paused": False,
+        "Running": record.status in ("running", "paused"),
+        "Paused": record.status == "paused",
         "Restarting": status == "restarting",
         "OOMKilled": record.oom_killed,
         "Dead": record.status == "dead",
-        "Pid": record.pid if record.status == "running" else 0,
+        "Pid": record.pid if record.status in ("running", "paused") else 0,
         "ExitCode": record.exit_code,
         "Error": record.error,
         "StartedAt": record.started_at,
@@ -516,8 +582,9 @@ def _human(seconds: float) -> str:
 
 def _status_line(record: Record) -> str:
     now = time.time()
-    if record.status == "running":
-        return f"Up {_human(now - container_logs.parse_time(record.started_at))}"
+    if record.status in ("running", "paused"):
+        up = f"Up {_human(now - container_logs.parse_time(record.started_at))}"
+        return up + " (Paused)" if record.status == "paused" else up
     if record.status == "restarting":
         return f"Restarting ({record.exit_code}) {_human(now - _t(record.finished_at))} ago"
     if record.status in ("exited", "starting") and record.finished_at != ZERO_TIME:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from agent.events import EventBus
 from agent.images import archive, registry
 from agent.images.build.builder import Builder, BuildError, BuildOptions
 from agent.images.importer import import_rootfs
@@ -125,7 +126,9 @@ class ImagesApi:
         *,
         runtime_root: str,
         insecure_registries: frozenset[str] = frozenset(),
+        events: EventBus | None = None,
     ) -> None:
+        self.events = events or EventBus()
         self.service = service
         self.runtime_root = runtime_root
         self.insecure_registries = insecure_registries
@@ -215,9 +218,12 @@ class ImagesApi:
         if not repo:
             raise HttpError(400, "repository name (repo) is required")
         try:
-            await self._call(self.service.tag, request.params["name"], repo, request.arg("tag"))
+            name = await self._call(
+                self.service.tag, request.params["name"], repo, request.arg("tag")
+            )
         except ValueError as e:
             raise HttpError(400, str(e)) from None
+        self.events.publish("image", "tag", request.params["name"], {"name": name})
         return Response(201, b"", None)
 
     async def remove(self, request: Request) -> Response:
@@ -226,6 +232,11 @@ class ImagesApi:
         )
         if any("Deleted" in a for a in answer) and not request.flag("noprune"):
             await self._call(self.service.collect)
+        for item in answer:
+            for action, actor in item.items():
+                self.events.publish(
+                    "image", action.lower().replace("deleted", "delete"), actor, {"name": actor}
+                )
         return json_response(answer)
 
     async def prune(self, request: Request) -> Response:
@@ -271,6 +282,9 @@ class ImagesApi:
             )
             progress.start()
             emit({"status": f"Digest: {pulled.repo_digest or pulled.target.digest}"})
+            self.events.publish(
+                "image", "pull", reference.familiar(), {"name": reference.familiar()}
+            )
             fresh = before != str(pulled.target.digest)
             verb = "Downloaded newer image for" if fresh else "Image is up to date for"
             emit({"status": f"Status: {verb} {reference.familiar()}"})
@@ -350,6 +364,8 @@ class ImagesApi:
                     raise HttpError(400, f"invalid archive: {e}") from None
                 for image in result:
                     emit({"stream": f"Loaded image: {image.reference.familiar()}\n"})
+                    name = image.reference.familiar()
+                    self.events.publish("image", "load", name, {"name": name})
                 for desc in result.untagged:
                     emit({"stream": f"Loaded image ID: {desc.digest}\n"})
 

@@ -50,7 +50,7 @@ class Record:
 
     @property
     def running(self) -> bool:
-        return self.status in ("running", "restarting")
+        return self.status in ("running", "restarting", "paused")
 
 
 class NameConflict(Exception):

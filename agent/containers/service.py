@@ -34,7 +34,9 @@ from typing import Any
 from agent.containers import restart
 from agent.containers.records import NameConflict, NotFound, Record, Records, now_rfc3339
 from agent.containers.spec import ContainerSpec, SpecError, check_name, oci_config, parse_create
+from agent.events import EventBus
 from agent.images.service import ImageService
+from agent.runtime.runtime import Runtime
 from agent.snapshots import chain_id, mount_all, unmount
 
 log = logging.getLogger("orchestr.containers")
@@ -71,7 +73,10 @@ class ContainerService:
         *,
         volumes: Any = None,
         cgroup_parent: str = "/orchestr",
+        events: EventBus | None = None,
     ) -> None:
+        self.events = events or EventBus()
+        self.runtime = Runtime(os.path.join(exec_root, "runtime"), warn=log.warning)
         self.cgroup_parent = "/" + cgroup_parent.strip("/")
         self.data_root = data_root
         self.exec_root = exec_root
@@ -83,6 +88,12 @@ class ContainerService:
         self._delays: dict[str, float] = {}
         self._timers: dict[str, threading.Timer] = {}
         images.in_use = self.chains_in_use
+
+    def _event(self, record: Record, action: str, **extra: str) -> None:
+        attributes = {"image": record.image, "name": record.name, **extra}
+        labels = record.body.get("Labels") or {}
+        attributes.update({str(k): str(v) for k, v in labels.items()})
+        self.events.publish("container", action, record.id, attributes)
 
     # -- reading
 
@@ -142,6 +153,7 @@ class ContainerService:
                 log_path=os.path.join(directory, f"{container_id}-json.log"),
             )
             self.records.save(record)
+        self._event(record, "create")
         return record, warnings
 
     def _unpack(self, image: Any) -> str | None:
@@ -159,7 +171,9 @@ class ContainerService:
         process waits); `finish_start` starts it."""
         with self.records.lock:
             record = self.records.get(ref)
-            if record.status == "running" or (record.status == "restarting" and not restarting):
+            if record.status in ("running", "paused") or (
+                record.status == "restarting" and not restarting
+            ):
                 raise Conflict(f"container {record.id[:12]} is already running")
             if record.status == "removing":
                 raise Conflict(f"container {record.id[:12]} is being removed")
@@ -225,6 +239,7 @@ class ContainerService:
             record.error = ""
             self.records.save(record)
             self.changed.notify_all()
+        self._event(record, "start")
 
     def start(self, ref: str, *, restarting: bool = False) -> Record:
         record = self.prepare_start(ref, restarting=restarting)
@@ -389,6 +404,9 @@ class ContainerService:
             record.exits += 1
             self.records.save(record)
             self.changed.notify_all()
+        if oom_killed:
+            self._event(record, "oom")
+        self._event(record, "die", exitCode=str(record.exit_code))
         with contextlib.suppress(Exception):
             self.supervisor.delete(container_id, force=True)
         self._unmount_rootfs(record)
@@ -445,6 +463,7 @@ class ContainerService:
         grace = timeout if timeout is not None else (spec.stop_timeout or DEFAULT_STOP_TIMEOUT)
         record.manually_stopped = True
         self.records.save(record)
+        self._thaw(record)
         exits = record.exits
         with contextlib.suppress(Exception):
             self.supervisor.kill(record.id, number, False)
@@ -452,6 +471,7 @@ class ContainerService:
             with contextlib.suppress(Exception):
                 self.supervisor.kill(record.id, signals.SIGKILL, True)
             self._wait_exit(record, exits, 30)
+        self._event(record, "stop")
         return True
 
     def _wait_exit(self, record: Record, exits: int, timeout: float) -> bool:
@@ -464,11 +484,42 @@ class ContainerService:
                 self.changed.wait(left)
         return True
 
+    def pause(self, ref: str) -> None:
+        record = self.records.get(ref)
+        if record.status == "paused":
+            raise Conflict(f"Container {record.id} is already paused")
+        if record.status != "running":
+            raise Conflict(f"Container {record.id} is not running")
+        self.runtime.pause(record.id)
+        with self.changed:
+            record.status = "paused"
+            self.records.save(record)
+        self._event(record, "pause")
+
+    def unpause(self, ref: str) -> None:
+        record = self.records.get(ref)
+        if record.status != "paused":
+            raise Conflict(f"Container {record.id} is not paused")
+        self._thaw(record)
+        self._event(record, "unpause")
+
+    def _thaw(self, record: Record) -> None:
+        if record.status != "paused":
+            return
+        with contextlib.suppress(Exception):
+            self.runtime.resume(record.id)
+        with self.changed:
+            record.status = "running"
+            self.records.save(record)
+
     def kill(self, ref: str, sig: str | None = None) -> None:
         record = self.records.get(ref)
         if not record.running:
             raise Conflict(f"Container {record.id} is not running")
         number = _signal_number(sig, signals.SIGKILL)
+        self._event(record, "kill", signal=str(number))
+        if number == signals.SIGKILL:
+            self._thaw(record)  # a frozen process dies only once thawed
         if number in (signals.SIGKILL, signals.SIGTERM, signals.SIGINT):
             record.manually_stopped = True
             self.records.save(record)
@@ -494,6 +545,8 @@ class ContainerService:
                     f"You cannot remove a running container {record.id}. Stop the container "
                     "before attempting removal or force remove"
                 )
+            self._event(record, "kill", signal=str(int(signals.SIGKILL)))
+            self._thaw(record)
             with contextlib.suppress(Exception):
                 self.supervisor.kill(record.id, signals.SIGKILL, True)
             self._wait_exit(record, record.exits, 30)
@@ -512,6 +565,7 @@ class ContainerService:
         with self.changed:
             self.records.forget(record.id)
             self.changed.notify_all()
+        self._event(record, "destroy")
 
     def wait(
         self, ref: str, condition: str = "not-running", cancel: threading.Event | None = None
@@ -541,8 +595,10 @@ class ContainerService:
             if record.name == name:
                 return
             self.records.claim_name(name, record.id)
+            old = record.name
             record.name = name
             self.records.save(record)
+        self._event(record, "rename", oldName="/" + old)
 
     # -- the supervisor's events
 

@@ -57,6 +57,12 @@ def resolve_host(flag: str | None, environ: dict[str, str] | None = None) -> str
 # does not pay for httpx and rich: name -> "module:attribute".
 _LAZY = {
     "build": "orchestr.cli.images:build",
+    "info": "orchestr.cli.system:info",
+    "pause": "orchestr.cli.system:pause",
+    "stats": "orchestr.cli.system:stats",
+    "system": "orchestr.cli.system:system",
+    "top": "orchestr.cli.system:top",
+    "unpause": "orchestr.cli.system:unpause",
     "inspect": "orchestr.cli.containers:inspect",
     "kill": "orchestr.cli.containers:kill",
     "logs": "orchestr.cli.containers:logs",
@@ -116,9 +122,18 @@ def runtime() -> None:
 @cli.command()
 @click.pass_obj
 def version(obj: Context) -> None:
-    """Show the client's version and the daemon address it uses."""
+    """The client's version and the daemon's (as `docker version`: fails without one)."""
     click.echo(f"orchestr {__version__}")
     click.echo(f"host: {obj.host}")
+    from orchestr.client import Client
+
+    with Client(obj.host, timeout=5) as client:  # never starts a daemon: it only asks
+        server = client.json("GET", "/version")
+    click.echo(
+        f"server: {server.get('Platform', {}).get('Name', '?')} {server.get('Version', '?')} "
+        f"(API {server.get('ApiVersion', '?')}, minimum {server.get('MinAPIVersion', '?')}, "
+        f"{server.get('Os', '?')}/{server.get('Arch', '?')}, kernel {server.get('KernelVersion')})"
+    )
 
 
 def _planned(name: str, stage: str) -> click.Command:

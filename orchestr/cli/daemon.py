@@ -133,6 +133,7 @@ class Daemon:
         from agent.api.system import SystemApi
         from agent.api.volumes import VolumesApi
         from agent.containers.service import ContainerService
+        from agent.events import EventBus
         from agent.images.service import ImageService
         from agent.runtime.linux import flags, libc
         from agent.supervisor.client import SupervisorClient, start_supervisor
@@ -155,6 +156,7 @@ class Daemon:
         supervisor_root = os.path.join(self.exec_root, "supervisor")
         await asyncio.to_thread(start_supervisor, supervisor_root, supervisor_socket, runtime_root)
         supervisor = SupervisorClient(supervisor_socket)
+        events = EventBus()
         volumes = VolumeStore(os.path.join(self.data_root, "volumes"))
         containers = ContainerService(
             self.data_root,
@@ -163,6 +165,7 @@ class Daemon:
             supervisor,
             volumes=volumes,
             cgroup_parent=self.cgroup_parent,
+            events=events,
         )
         volumes.in_use = containers.volumes_in_use
         watching = threading.Event()
@@ -182,6 +185,8 @@ class Daemon:
             exec_root=self.exec_root,
             version=__version__,
             volumes=volumes,
+            events=events,
+            containers=containers,
         )
         router.include(system.router)
         router.include(
@@ -189,6 +194,7 @@ class Daemon:
                 service,
                 runtime_root=runtime_root,
                 insecure_registries=self.insecure_registries,
+                events=events,
             ).router
         )
         router.include(ContainersApi(containers).router)

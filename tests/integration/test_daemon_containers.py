@@ -198,3 +198,44 @@ def test_bad_container_requests_get_4xx(busybox: Daemon) -> None:
         bad_json = http.post("/containers/create", content=b"{not json")
         assert bad_json.status_code == 400
     assert busybox.proc.poll() is None
+
+
+def test_pause_top_stats_and_events(busybox: Daemon) -> None:
+    since = str(time.time() - 1)
+    docker_cli(
+        busybox,
+        "run",
+        "-d",
+        "--name",
+        "watched",
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do sleep 0.2; done",
+    )
+    docker_cli(busybox, "pause", "watched")
+    state = json.loads(docker_cli(busybox, "inspect", "watched").stdout)[0]["State"]
+    assert state["Paused"] and state["Status"] == "paused"
+    assert "(Paused)" in docker_cli(busybox, "ps", "--format", "{{.Status}}").stdout
+    docker_cli(busybox, "unpause", "watched")
+    top = docker_cli(busybox, "top", "watched").stdout.splitlines()
+    assert top[0].split()[:2] == ["UID", "PID"] and any("while true" in line for line in top[1:])
+    stats = docker_cli(busybox, "stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}}").stdout
+    assert stats.split()[0] == "watched" and int(stats.split()[1]) >= 1
+    info = docker_cli(busybox, "info", "--format", "{{.ContainersRunning}}").stdout.strip()
+    assert info == "1"
+    assert "Containers" in orchestr(busybox, "system", "df").stdout
+    docker_cli(busybox, "rm", "-f", "watched")
+    events = docker_cli(
+        busybox,
+        "events",
+        "--since",
+        since,
+        "--until",
+        str(time.time() + 0.5),
+        "--filter",
+        "container=watched",
+        "--format",
+        "{{.Action}}",
+    ).stdout.split()
+    assert events == ["create", "start", "pause", "unpause", "kill", "die", "destroy"]

@@ -22,11 +22,14 @@ def test_bad_host_is_refused() -> None:
 
 
 def test_version_shows_the_host(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("ORCHESTR_HOST", "unix:///tmp/o.sock")
-    assert main(["version"]) == 0
-    assert "host: unix:///tmp/o.sock" in capsys.readouterr().out
-    assert main(["-H", "tcp://n1:2376", "version"]) == 0
-    assert "host: tcp://n1:2376" in capsys.readouterr().out
+    monkeypatch.setenv("ORCHESTR_HOST", "unix:///tmp/no-such-orchestr.sock")
+    assert main(["version"]) == 1  # as `docker version`: no daemon, no success
+    captured = capsys.readouterr()
+    assert "host: unix:///tmp/no-such-orchestr.sock" in captured.out
+    assert "cannot reach the orchestr daemon" in captured.err and "no such socket" in captured.err
+    assert main(["-H", "tcp://n1:2376", "version"]) == 1
+    captured = capsys.readouterr()
+    assert "host: tcp://n1:2376" in captured.out and "only unix://" in captured.err
 
 
 def test_planned_command_says_not_supported_in_one_line(capsys: pytest.CaptureFixture[str]):
