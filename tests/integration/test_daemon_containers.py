@@ -239,3 +239,108 @@ def test_pause_top_stats_and_events(busybox: Daemon) -> None:
         "{{.Action}}",
     ).stdout.split()
     assert events == ["create", "start", "pause", "unpause", "kill", "die", "destroy"]
+
+
+def test_limits_read_only_tmpfs_caps_and_log_rotation(busybox: Daemon) -> None:
+    oom = docker_cli(
+        busybox,
+        "run",
+        "--name",
+        "hog",
+        "-m",
+        "16m",
+        "busybox",
+        "sh",
+        "-c",
+        'x=$(head -c 60000000 /dev/zero | tr "\\0" x); echo survived',
+        check=False,
+    )
+    assert oom.returncode == 137 and "survived" not in oom.stdout
+    state = json.loads(docker_cli(busybox, "inspect", "hog").stdout)[0]["State"]
+    assert state["OOMKilled"] and state["ExitCode"] == 137
+    docker_cli(busybox, "rm", "hog")
+
+    ro = docker_cli(
+        busybox,
+        "run",
+        "--rm",
+        "--read-only",
+        "--tmpfs",
+        "/scratch",
+        "busybox",
+        "sh",
+        "-c",
+        "touch /x 2>&1; touch /scratch/y && echo tmpfs-ok",
+    )
+    assert ro.stdout == "touch: /x: Read-only file system\ntmpfs-ok\n"
+
+    def cap_eff(*flags: str) -> int:
+        out = docker_cli(
+            busybox, "run", "--rm", *flags, "busybox", "grep", "CapEff", "/proc/self/status"
+        ).stdout
+        return int(out.split()[1], 16)
+
+    default = cap_eff()
+    changed = cap_eff("--cap-drop", "NET_RAW", "--cap-add", "SYS_ADMIN")
+    net_raw, sys_admin = 1 << 13, 1 << 21
+    assert default & net_raw and not default & sys_admin
+    assert changed & sys_admin and not changed & net_raw
+
+    forks = docker_cli(
+        busybox,
+        "run",
+        "--rm",
+        "--pids-limit",
+        "5",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7; do sleep 1 & done; wait",
+        check=False,
+    )
+    assert "can't fork" in forks.stderr
+
+    docker_cli(
+        busybox,
+        "run",
+        "--name",
+        "chatty",
+        "--log-opt",
+        "max-size=1k",
+        "--log-opt",
+        "max-file=2",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done",
+    )
+    kept = docker_cli(busybox, "logs", "chatty").stdout.splitlines()
+    assert kept[-1] == "line 199" and 0 < len(kept) < 200  # older lines rotated away
+    tail = docker_cli(busybox, "logs", "--tail", "2", "-t", "chatty").stdout.splitlines()
+    assert [line.split(" ", 1)[1] for line in tail] == ["line 198", "line 199"]
+    assert tail[0].split(" ")[0].endswith("Z")
+    docker_cli(busybox, "rm", "chatty")
+
+
+def test_named_volume_outlives_its_container(busybox: Daemon) -> None:
+    docker_cli(busybox, "volume", "create", "keep")
+    docker_cli(
+        busybox,
+        "run",
+        "--rm",
+        "-v",
+        "keep:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo persisted > /data/f",
+    )
+    out = docker_cli(busybox, "run", "--rm", "-v", "keep:/data", "busybox", "cat", "/data/f")
+    assert out.stdout == "persisted\n"
+    docker_cli(
+        busybox, "run", "-d", "--name", "user", "-v", "keep:/data", "busybox", "sleep", "100"
+    )
+    busy = docker_cli(busybox, "volume", "rm", "keep", check=False)
+    assert busy.returncode != 0 and "in use" in busy.stderr
+    docker_cli(busybox, "rm", "-f", "user")
+    docker_cli(busybox, "volume", "rm", "keep")
