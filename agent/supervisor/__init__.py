@@ -8,8 +8,9 @@ The daemon may die and come back; the supervisor, and the containers, stay.
 
 Modules: `logs` (json-file lines, 16 KiB splitting, rotation), `frames`
 (Docker's multiplexed attach frames), `records` (the per-container state and
-its transitions), `server` (the event loop), `client` (a blocking client and
-`start_supervisor`). Nothing is imported here, so that `python -m
+its transitions), `execs` (checks of exec and resize requests), `server` (the
+event loop: containers, tty containers, exec processes), `client` (a blocking
+client and `start_supervisor`). Nothing is imported here, so that `python -m
 agent.supervisor` stays small.
 
 Errors: `client.SupervisorError` (a RuntimeError) carries the supervisor's

@@ -97,8 +97,12 @@ class SupervisorClient:
         log_max_size: int | None = None,
         log_max_files: int = 1,
         stdin: bool = False,
+        tty: bool = False,
     ) -> int:
-        """Create the container (not started); returns its pid."""
+        """Create the container (not started); returns its pid.
+
+        `tty`: its pid 1 gets a pty (the bundle's process.terminal must be true);
+        its output is logged as stdout and attached as raw bytes."""
         answer = self.call(
             {
                 "op": "create",
@@ -108,6 +112,7 @@ class SupervisorClient:
                 "log_max_size": log_max_size,
                 "log_max_files": log_max_files,
                 "stdin": stdin,
+                "tty": tty,
             }
         )
         return int(str(answer["pid"]))
@@ -156,6 +161,68 @@ class SupervisorClient:
         sock = self._open(request, self.timeout)
         sock.settimeout(None)
         return sock
+
+    def resize(self, container_id: str, height: int, width: int) -> None:
+        """Set the window size of a tty container's pty."""
+        self.call({"op": "resize", "id": container_id, "height": height, "width": width})
+
+    # -- exec -----------------------------------------------------------------------------
+
+    def exec_create(
+        self,
+        container_id: str,
+        exec_id: str,
+        process: dict[str, object],
+        *,
+        stdin: bool = False,
+        tty: bool = False,
+    ) -> None:
+        """Record an exec (an OCI process object) in a running container; nothing runs yet."""
+        self.call(
+            {
+                "op": "exec_create",
+                "id": container_id,
+                "exec_id": exec_id,
+                "process": process,
+                "stdin": stdin,
+                "tty": tty,
+            }
+        )
+
+    def exec_attach(self, exec_id: str, stdin: bool, stdout: bool, stderr: bool) -> socket.socket:
+        """Like `attach`, for an exec (before or after `exec_start`): frames without a
+        tty, raw bytes with one; closed once the exec has exited and its output is sent."""
+        request: dict[str, object] = {
+            "op": "exec_attach",
+            "exec_id": exec_id,
+            "stdin": stdin,
+            "stdout": stdout,
+            "stderr": stderr,
+        }
+        sock = self._open(request, self.timeout)
+        sock.settimeout(None)
+        return sock
+
+    def exec_start(self, exec_id: str) -> int:
+        """Run the exec; returns its pid (on the host)."""
+        return int(str(self.call({"op": "exec_start", "exec_id": exec_id})["pid"]))
+
+    def exec_state(self, exec_id: str) -> dict[str, object]:
+        """{running: bool, exit_code: int | None, pid: int}."""
+        answer = self.call({"op": "exec_state", "exec_id": exec_id})
+        answer.pop("ok", None)
+        return answer
+
+    def exec_wait(self, exec_id: str, timeout: float | None = None) -> int:
+        """Block until the exec has exited; its exit code. TimeoutError after `timeout` s."""
+        answer = self._call({"op": "exec_wait", "exec_id": exec_id}, timeout)
+        code = answer.get("exit_code")
+        if not isinstance(code, int):
+            raise SupervisorError(f"exec {exec_id}: no exit code")
+        return code
+
+    def exec_resize(self, exec_id: str, height: int, width: int) -> None:
+        self.call({"op": "exec_resize", "exec_id": exec_id, "height": height, "width": width})
 
     def events(self) -> Iterator[dict[str, object]]:
         """Every start and exit from now on, as long as the iterator is consumed."""

@@ -36,6 +36,7 @@ class Record:
         "started_at",
         "status",
         "stdin",
+        "tty",
     )
 
     def __init__(
@@ -46,12 +47,14 @@ class Record:
         log_path: str,
         created_at: str,
         stdin: bool = False,
+        tty: bool = False,
     ) -> None:
         self.id = container_id
         self.pid = pid
         self.pid_start_time = pid_start_time  # /proc/<pid>/stat field 22, against pid reuse
         self.log_path = log_path
         self.stdin = stdin
+        self.tty = tty  # its pid 1 has a pty, whose master the supervisor holds
         self.status = CREATED
         self.exit_code: int | None = None
         self.oom_killed = False
@@ -108,6 +111,7 @@ class Record:
             "finished_at": self.finished_at,
             "log_path": self.log_path,
             "stdin": self.stdin,
+            "tty": self.tty,
             "adopted": self.adopted,
             "lost": self.lost,
         }
@@ -121,6 +125,7 @@ class Record:
             str(doc.get("log_path") or ""),
             str(doc.get("created_at") or ""),
             bool(doc.get("stdin")),
+            bool(doc.get("tty")),
         )
         status = doc.get("status")
         if status not in (CREATED, RUNNING, EXITED):

@@ -3,7 +3,10 @@
 One thread, one `selectors` loop. What it waits on:
 
 - the listening socket and its client connections (one JSON request per line);
-- each container's stdout and stderr pipes (→ json-file log + attach frames);
+- each container's stdout and stderr pipes (→ json-file log + attach frames),
+  or its pty master (tty: → the log as stdout + raw attach bytes);
+- each exec process's pipes or pty master (→ its exec_attach clients only), and
+  the answer channel of an exec_start helper;
 - a wake-up pipe that SIGCHLD writes to (→ waitpid(-1, WNOHANG) until empty);
 - a timeout, while something must be polled (adopted containers, an exited
   container whose pipes are still held open by a straggler).
@@ -30,7 +33,14 @@ import time
 from agent.runtime import fastjson
 from agent.runtime.runtime import ExitStatus, Runtime, process_start_time, valid_id
 from agent.supervisor import records
-from agent.supervisor.frames import STDERR, STDOUT, encode_frame
+from agent.supervisor.execs import (
+    InvalidRequest,
+    bundle_terminal,
+    check_process,
+    window_size,
+    winsize,
+)
+from agent.supervisor.frames import STDERR, STDIN, STDOUT, encode_frame
 from agent.supervisor.logs import JsonFileLog, LineSplitter, rfc3339_nano
 from agent.supervisor.records import CREATED, EXITED, RUNNING, Record
 
@@ -61,16 +71,17 @@ class RequestError(Exception):
 
 
 class Conn:
-    """A client connection. Modes: request (default), wait, attach, events."""
+    """A client connection. Modes: request (default), wait, attach, events, and
+    pending (an exec_start waiting for its helper; later requests wait too)."""
 
     __slots__ = (
-        "box",
         "close_when_flushed",
         "closed",
         "fd",
         "mask",
         "mode",
         "paused",
+        "proc",
         "rbuf",
         "read_eof",
         "sock",
@@ -91,36 +102,38 @@ class Conn:
         self.paused = False
         self.closed = False
         self.close_when_flushed = False
-        self.box: Box | None = None
+        self.proc: Proc | None = None  # the container or exec it waits for or attaches to
         self.want_stdin = self.want_stdout = self.want_stderr = False
 
 
-class Box:
-    """A container the supervisor holds: its record plus its live plumbing."""
+class Proc:
+    """A process whose output the supervisor reads: a container's pid 1 or an exec.
+
+    Without a tty: stdout/stderr pipes (and a stdin pipe if asked for). With a
+    tty: the pty master, read as stdout, and a dup of it written as stdin.
+    """
 
     __slots__ = (
         "attachers",
-        "cgroup",
-        "dir",
         "exit",
-        "log",
+        "master",
+        "open_stdin",
         "pipes",
         "reaped_at",
-        "rec",
-        "splitters",
         "stdin_buf",
         "stdin_close",
         "stdin_fd",
+        "tty",
         "waiters",
+        "winsize",
     )
 
-    def __init__(self, rec: Record, container_dir: str) -> None:
-        self.rec = rec
-        self.dir = container_dir
-        self.cgroup: Cgroup | None = None
-        self.log: JsonFileLog | None = None
+    def __init__(self, tty: bool, open_stdin: bool) -> None:
+        self.tty = tty
+        self.open_stdin = open_stdin or tty  # whether attach input is taken at all
         self.pipes: dict[int, int] = {}  # fd -> stream
-        self.splitters: dict[int, LineSplitter] = {}
+        self.master = -1  # the pty master (tty only), while open
+        self.winsize: tuple[int, int] | None = None  # asked for before the pty existed
         self.stdin_fd = -1
         self.stdin_buf = bytearray()
         self.stdin_close = False
@@ -130,12 +143,88 @@ class Box:
         self.attachers: list[Conn] = []
 
     @property
+    def finished(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+
+class Box(Proc):
+    """A container the supervisor holds: its record plus its live plumbing."""
+
+    __slots__ = ("cgroup", "dir", "execs", "log", "rec", "splitters")
+
+    def __init__(self, rec: Record, container_dir: str) -> None:
+        super().__init__(rec.tty, rec.stdin)
+        self.rec = rec
+        self.dir = container_dir
+        self.cgroup: Cgroup | None = None
+        self.log: JsonFileLog | None = None
+        self.splitters: dict[int, LineSplitter] = {}
+        self.execs: dict[str, Exec] = {}
+
+    @property
     def state_path(self) -> str:
         return os.path.join(self.dir, "state.json")
 
     @property
     def finished(self) -> bool:
         return self.rec.status == EXITED
+
+    @property
+    def name(self) -> str:
+        return f"container {self.rec.id}"
+
+
+EXEC_CREATED = "created"
+EXEC_STARTING = "starting"
+EXEC_RUNNING = "running"
+EXEC_EXITED = "exited"
+
+
+class Exec(Proc):
+    """A process run in a container by `exec_start`; kept until the container goes.
+
+    Its output goes to its attach clients only, never to the container's log.
+    """
+
+    __slots__ = ("box", "exec_id", "exit_code", "pid", "process", "start_conn", "status")
+
+    def __init__(
+        self, exec_id: str, box: Box, process: dict[str, object], stdin: bool, tty: bool
+    ) -> None:
+        super().__init__(tty, stdin)
+        self.exec_id = exec_id
+        self.box = box
+        self.process = process
+        self.status = EXEC_CREATED
+        self.pid = 0
+        self.exit_code: int | None = None
+        self.start_conn: Conn | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status == EXEC_EXITED
+
+    @property
+    def name(self) -> str:
+        return f"exec {self.exec_id}"
+
+
+class ExecHelper:
+    """An exec_start in progress: the forked helper's answer channel and what
+    waits for it (pipes not yet registered)."""
+
+    __slots__ = ("buf", "chan", "ex", "fds", "parent_fds")
+
+    def __init__(self, ex: Exec, chan: socket.socket, parent_fds: dict[int, int]) -> None:
+        self.ex = ex
+        self.chan = chan
+        self.parent_fds = parent_fds  # fd -> stream (STDOUT, STDERR, or STDIN for its input)
+        self.buf = bytearray()
+        self.fds: list[int] = []
 
 
 # -- the supervisor ---------------------------------------------------------------------
@@ -149,8 +238,11 @@ class Supervisor:
         self.containers_dir = os.path.join(root, "containers")
         self.sel = selectors.DefaultSelector()
         self.boxes: dict[str, Box] = {}
-        self.by_pid: dict[int, Box] = {}
-        self.pipe_owner: dict[int, Box] = {}  # stdout/stderr read end or stdin write end
+        self.by_pid: dict[int, Proc] = {}
+        self.pipe_owner: dict[int, Proc] = {}  # stdout/stderr read end or stdin write end
+        self.execs: dict[str, Exec] = {}
+        self.helpers: dict[int, ExecHelper] = {}  # exec_start helpers' channels, by fd
+        self.orphan_exits: dict[int, int] = {}  # reaped while a helper had not said its pid
         self.conns: dict[int, Conn] = {}
         self.events: list[Conn] = []
         self.running = True
@@ -200,6 +292,7 @@ class Supervisor:
                 _warn(f"container {name}: unreadable record, skipped: {e}")
                 continue
             box = Box(rec, d)
+            box.open_stdin = False  # its stdin pipe or pty went with the old supervisor
             if rec.status != EXITED:
                 if rec.pid > 0 and process_start_time(rec.pid) == rec.pid_start_time:
                     rec.adopt()
@@ -235,7 +328,7 @@ class Supervisor:
     def _must_poll(self) -> bool:
         return any(
             not b.finished and (b.rec.adopted or b.exit is not None) for b in self.boxes.values()
-        )
+        ) or any(not e.finished and e.exit is not None for e in self.execs.values())
 
     def _on_wake(self, _fileobj: object, _mask: int) -> None:
         try:
@@ -252,31 +345,44 @@ class Supervisor:
                 return
             if pid == 0:
                 return
-            box = self.by_pid.pop(pid, None)
-            if box is not None:
-                self._exited(box, ExitStatus.from_wait(status))
+            proc = self.by_pid.pop(pid, None)
+            if proc is not None:
+                self._exited(proc, ExitStatus.from_wait(status))
+            elif self.helpers:  # perhaps an exec whose helper has not answered yet
+                self.orphan_exits[pid] = status
 
-    def _exited(self, box: Box, result: ExitStatus) -> None:
-        if box.cgroup is not None and result.signal == SIGKILL:
-            result.oom_killed = box.cgroup.oom_killed()
-        box.exit = result
-        box.reaped_at = time.monotonic()
-        if not box.pipes:
-            self._finish(box)
+    def _exited(self, proc: Proc, result: ExitStatus) -> None:
+        if isinstance(proc, Box) and proc.cgroup is not None and result.signal == SIGKILL:
+            result.oom_killed = proc.cgroup.oom_killed()
+        proc.exit = result
+        proc.reaped_at = time.monotonic()
+        if not proc.pipes:
+            self._publish(proc)
+
+    def _publish(self, proc: Proc) -> None:
+        if isinstance(proc, Box):
+            self._finish(proc)
+        elif isinstance(proc, Exec):
+            self._finish_exec(proc)
 
     def _poll(self) -> None:
         now = time.monotonic()
-        for box in list(self.boxes.values()):
-            if box.finished:
+        procs: list[Proc] = [*self.boxes.values(), *self.execs.values()]
+        for proc in procs:
+            if proc.finished:
                 continue
-            if box.exit is not None and now - box.reaped_at >= PIPE_GRACE:
+            if proc.exit is not None and now - proc.reaped_at >= PIPE_GRACE:
                 # A straggler holds the pipes open: take what is there and stop.
-                for fd in list(box.pipes):
-                    self._drain_pipe(box, fd)
-                    self._close_pipe(box, fd)
-                self._finish(box)
-            elif box.rec.adopted and process_start_time(box.rec.pid) != box.rec.pid_start_time:
-                self._finish(box)
+                for fd in list(proc.pipes):
+                    self._drain_pipe(proc, fd)
+                    self._close_pipe(proc, fd)
+                self._publish(proc)
+            elif (
+                isinstance(proc, Box)
+                and proc.rec.adopted
+                and process_start_time(proc.rec.pid) != proc.rec.pid_start_time
+            ):
+                self._finish(proc)
 
     def _finish(self, box: Box) -> None:
         """Publish the exit: record, waiters, event, attach connections."""
@@ -325,35 +431,36 @@ class Supervisor:
 
     def _on_pipe(self, fileobj: object, _mask: int) -> None:
         fd = fileobj if isinstance(fileobj, int) else -1
-        box = self.pipe_owner.get(fd)
-        if box is None:
+        proc = self.pipe_owner.get(fd)
+        if proc is None:
             return
         try:
             data = os.read(fd, READ_SIZE)
         except BlockingIOError:
             return
-        except OSError:
+        except OSError:  # EIO from a pty master: the last holder of its slave is gone
             data = b""
         if data:
-            self._output(box, box.pipes[fd], data)
+            self._output(proc, proc.pipes[fd], data)
         else:
-            self._close_pipe(box, fd)
-            if not box.pipes and box.exit is not None:
-                self._finish(box)
+            self._close_pipe(proc, fd)
+            if not proc.pipes and proc.exit is not None:
+                self._publish(proc)
 
-    def _output(self, box: Box, stream: int, data: bytes) -> None:
-        if box.log is not None:
+    def _output(self, proc: Proc, stream: int, data: bytes) -> None:
+        if isinstance(proc, Box) and proc.log is not None:
             try:
-                box.log.write(box.splitters[stream].feed(data), stream)
+                proc.log.write(proc.splitters[stream].feed(data), stream)
             except OSError as e:
-                _warn(f"container {box.rec.id}: log {box.rec.log_path}: {e}")
+                _warn(f"container {proc.rec.id}: log {proc.rec.log_path}: {e}")
         frame = b""
-        for conn in list(box.attachers):
+        for conn in list(proc.attachers):
             if (conn.want_stdout if stream == STDOUT else conn.want_stderr) and not conn.closed:
-                frame = frame or encode_frame(stream, data)
+                # A tty's output goes raw, as Docker sends it; pipes' output in frames.
+                frame = frame or (data if proc.tty else encode_frame(stream, data))
                 self._queue(conn, frame, limit=MAX_CONN_BUFFER)
 
-    def _drain_pipe(self, box: Box, fd: int) -> None:
+    def _drain_pipe(self, proc: Proc, fd: int) -> None:
         while True:
             try:
                 data = os.read(fd, READ_SIZE)
@@ -361,67 +468,99 @@ class Supervisor:
                 return
             if not data:
                 return
-            self._output(box, box.pipes[fd], data)
+            self._output(proc, proc.pipes[fd], data)
 
-    def _close_pipe(self, box: Box, fd: int) -> None:
-        stream = box.pipes.pop(fd)
+    def _close_pipe(self, proc: Proc, fd: int) -> None:
+        stream = proc.pipes.pop(fd)
         self.pipe_owner.pop(fd, None)
         self.sel.unregister(fd)
         os.close(fd)
-        rest = box.splitters[stream].flush()
-        if rest and box.log is not None:
+        if fd == proc.master:
+            proc.master = -1
+        if not isinstance(proc, Box):
+            return
+        rest = proc.splitters[stream].flush()
+        if rest and proc.log is not None:
             try:
-                box.log.write(rest, stream)
+                proc.log.write(rest, stream)
             except OSError as e:
-                _warn(f"container {box.rec.id}: log {box.rec.log_path}: {e}")
+                _warn(f"container {proc.rec.id}: log {proc.rec.log_path}: {e}")
+
+    def _add_output(self, proc: Proc, fd: int, stream: int) -> None:
+        os.set_blocking(fd, False)
+        proc.pipes[fd] = stream
+        self.pipe_owner[fd] = proc
+        if isinstance(proc, Box):
+            proc.splitters[stream] = LineSplitter()
+        self.sel.register(fd, selectors.EVENT_READ, self._on_pipe)
+
+    def _add_stdin(self, proc: Proc, fd: int) -> None:
+        os.set_blocking(fd, False)
+        proc.stdin_fd = fd
+        self.pipe_owner[fd] = proc
+        if proc.stdin_buf or proc.stdin_close:  # what attach clients sent before it started
+            self._flush_stdin(proc)
+
+    def _add_master(self, proc: Proc, master: int) -> None:
+        """The pty master: read as stdout, written (through a dup) as stdin."""
+        self._add_output(proc, master, STDOUT)
+        proc.master = master
+        self._add_stdin(proc, os.dup(master))
+        if proc.winsize is not None:
+            try:
+                _set_winsize(master, *proc.winsize)
+            except OSError as e:
+                _warn(f"{proc.name}: resize: {e}")
 
     # -- container input -----------------------------------------------------------------
 
-    def _feed_stdin(self, box: Box, data: bytes) -> None:
-        if box.stdin_fd < 0 or box.stdin_close:
+    def _feed_stdin(self, proc: Proc, data: bytes) -> None:
+        """Attach input: kept until the process has its stdin (an exec not yet started)."""
+        if not proc.open_stdin or proc.stdin_close:
             return
-        box.stdin_buf += data
-        self._flush_stdin(box)
+        proc.stdin_buf += data
+        self._flush_stdin(proc)
 
-    def _flush_stdin(self, box: Box) -> None:
-        if box.stdin_fd < 0:
-            return
-        while box.stdin_buf:
-            try:
-                n = os.write(box.stdin_fd, box.stdin_buf)
-            except BlockingIOError:
-                break
-            except OSError:  # EPIPE: the container closed its stdin, or is gone
-                box.stdin_buf.clear()
-                self._close_stdin(box)
-                return
-            del box.stdin_buf[:n]
-        registered = box.stdin_fd in self.sel.get_map()
-        if box.stdin_buf and not registered:
-            self.sel.register(box.stdin_fd, selectors.EVENT_WRITE, self._on_stdin_writable)
-        elif not box.stdin_buf and registered:
-            self.sel.unregister(box.stdin_fd)
-        if not box.stdin_buf and box.stdin_close:
-            self._close_stdin(box)
-        for conn in box.attachers:  # pause/resume the attach clients that feed it
+    def _flush_stdin(self, proc: Proc) -> None:
+        if proc.stdin_fd >= 0:
+            while proc.stdin_buf:
+                try:
+                    n = os.write(proc.stdin_fd, proc.stdin_buf)
+                except BlockingIOError:
+                    break
+                except OSError:  # EPIPE/EIO: the process closed its stdin, or is gone
+                    self._close_stdin(proc)
+                    break
+                del proc.stdin_buf[:n]
+        if proc.stdin_fd >= 0:
+            registered = proc.stdin_fd in self.sel.get_map()
+            if proc.stdin_buf and not registered:
+                self.sel.register(proc.stdin_fd, selectors.EVENT_WRITE, self._on_stdin_writable)
+            elif not proc.stdin_buf and registered:
+                self.sel.unregister(proc.stdin_fd)
+            if not proc.stdin_buf and proc.stdin_close:
+                self._close_stdin(proc)
+        for conn in proc.attachers:  # pause/resume the attach clients that feed it
             if conn.want_stdin:
-                conn.paused = len(box.stdin_buf) > MAX_STDIN_BUFFER
+                conn.paused = len(proc.stdin_buf) > MAX_STDIN_BUFFER
                 self._update(conn)
 
     def _on_stdin_writable(self, fileobj: object, _mask: int) -> None:
-        box = self.pipe_owner.get(fileobj if isinstance(fileobj, int) else -1)
-        if box is not None:
-            self._flush_stdin(box)
+        proc = self.pipe_owner.get(fileobj if isinstance(fileobj, int) else -1)
+        if proc is not None:
+            self._flush_stdin(proc)
 
-    def _close_stdin(self, box: Box) -> None:
-        if box.stdin_fd < 0:
+    def _close_stdin(self, proc: Proc) -> None:
+        """Close it for good: later input is dropped."""
+        proc.stdin_close = True
+        proc.stdin_buf.clear()
+        if proc.stdin_fd < 0:
             return
-        if box.stdin_fd in self.sel.get_map():
-            self.sel.unregister(box.stdin_fd)
-        self.pipe_owner.pop(box.stdin_fd, None)
-        os.close(box.stdin_fd)
-        box.stdin_fd = -1
-        box.stdin_buf.clear()
+        if proc.stdin_fd in self.sel.get_map():
+            self.sel.unregister(proc.stdin_fd)
+        self.pipe_owner.pop(proc.stdin_fd, None)
+        os.close(proc.stdin_fd)
+        proc.stdin_fd = -1
 
     # -- client connections ------------------------------------------------------------
 
@@ -472,12 +611,14 @@ class Supervisor:
         self.conns.pop(conn.fd, None)
         if conn in self.events:
             self.events.remove(conn)
-        box = conn.box
-        if box is not None:
-            if conn in box.waiters:
-                box.waiters.remove(conn)
-            if conn in box.attachers:
-                box.attachers.remove(conn)
+        proc = conn.proc
+        if proc is not None:
+            if conn in proc.waiters:
+                proc.waiters.remove(conn)
+            if conn in proc.attachers:
+                proc.attachers.remove(conn)
+            if isinstance(proc, Exec) and proc.start_conn is conn:
+                proc.start_conn = None
         conn.sock.close()
 
     def _on_conn(self, fileobj: object, mask: int) -> None:
@@ -504,9 +645,9 @@ class Supervisor:
             self._on_eof(conn)
             return
         if conn.mode == "attach":
-            box = conn.box
-            if conn.want_stdin and box is not None:
-                self._feed_stdin(box, data)
+            proc = conn.proc
+            if conn.want_stdin and proc is not None:
+                self._feed_stdin(proc, data)
             return
         if conn.mode == "events":
             return
@@ -515,10 +656,13 @@ class Supervisor:
 
     def _on_eof(self, conn: Conn) -> None:
         if conn.mode == "attach":
-            box = conn.box
-            if conn.want_stdin and box is not None:  # StdinOnce: the first client to end closes it
-                box.stdin_close = True
-                self._flush_stdin(box)
+            proc = conn.proc
+            # StdinOnce: the first client to end closes it; never a tty's (Docker keeps it).
+            if conn.want_stdin and proc is not None and not proc.tty:
+                proc.stdin_close = True
+                self._flush_stdin(proc)
+            self._update(conn)
+        elif conn.mode == "pending":  # the answer to exec_start still comes
             self._update(conn)
         elif conn.mode == "request" and not conn.rbuf.strip():
             conn.close_when_flushed = True
@@ -611,8 +755,6 @@ class Supervisor:
         cid = _str(req, "id")
         if not valid_id(cid):
             raise RequestError(f"invalid container id {cid!r}")
-        if req.get("tty"):
-            raise RequestError("tty: not supported yet")
         if cid in self.boxes:
             raise RequestError(f"container {cid} already exists")
         bundle = _str(req, "bundle")
@@ -624,6 +766,13 @@ class Supervisor:
         if not isinstance(max_files, int) or max_files < 1:
             raise RequestError("log_max_files: an integer ≥ 1")
         want_stdin = bool(req.get("stdin"))
+        tty = bool(req.get("tty"))
+        if tty != bundle_terminal(bundle):
+            raise RequestError(
+                "tty: the bundle's process.terminal must be true"
+                if tty
+                else "the bundle's process.terminal is true: create the container with tty"
+            )
         d = os.path.join(self.containers_dir, cid)
         try:
             parent = os.path.dirname(log_path)
@@ -634,23 +783,37 @@ class Supervisor:
             raise RequestError(f"log {log_path}: {e.strerror or e}") from None
         parent_fds: list[int] = []
         child_fds: list[int] = []
+        console: socket.socket | None = None
+        master = -1
         try:
-            out_r, out_w = os.pipe()
-            parent_fds.append(out_r)
-            child_fds.append(out_w)
-            err_r, err_w = os.pipe()
-            parent_fds.append(err_r)
-            child_fds.append(err_w)
-            if want_stdin:
-                in_r, in_w = os.pipe()
-                parent_fds.append(in_w)
+            if tty:
+                # The container's init makes the pty and sends its master through
+                # the console socket; its stdio before that is /dev/null.
+                console, console_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                console_fd = console_child.detach()
+                child_fds.append(console_fd)
+                null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+                child_fds.append(null)
+                stdio = (null, null, null)
             else:
-                in_r = in_w = -1
-                in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-            child_fds.append(in_r)
-            pid, start_time, cgroup = create_in_helper(
-                self.runtime, cid, bundle, (in_r, out_w, err_w)
-            )
+                console_fd = -1
+                out_r, out_w = os.pipe()
+                parent_fds.append(out_r)
+                child_fds.append(out_w)
+                err_r, err_w = os.pipe()
+                parent_fds.append(err_r)
+                child_fds.append(err_w)
+                if want_stdin:
+                    in_r, in_w = os.pipe()
+                    parent_fds.append(in_w)
+                else:
+                    in_w = -1
+                    in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+                child_fds.append(in_r)
+                stdio = (in_r, out_w, err_w)
+            pid, start_time, cgroup = create_in_helper(self.runtime, cid, bundle, stdio, console_fd)
+            if console is not None:
+                master = _receive_master(console, cid)
         except BaseException:
             log.close()
             for fd in parent_fds:
@@ -659,21 +822,20 @@ class Supervisor:
         finally:
             for fd in child_fds:
                 os.close(fd)
+            if console is not None:
+                console.close()
         os.makedirs(d, mode=0o700, exist_ok=True)
-        rec = Record(cid, pid, start_time, log_path, rfc3339_nano(), want_stdin)
+        rec = Record(cid, pid, start_time, log_path, rfc3339_nano(), want_stdin, tty)
         box = Box(rec, d)
         box.cgroup = cgroup
         box.log = log
-        for fd, stream in ((out_r, STDOUT), (err_r, STDERR)):
-            os.set_blocking(fd, False)
-            box.pipes[fd] = stream
-            self.pipe_owner[fd] = box
-            box.splitters[stream] = LineSplitter()
-            self.sel.register(fd, selectors.EVENT_READ, self._on_pipe)
-        if want_stdin:
-            os.set_blocking(in_w, False)
-            box.stdin_fd = in_w
-            self.pipe_owner[in_w] = box
+        if tty:
+            self._add_master(box, master)
+        else:
+            self._add_output(box, out_r, STDOUT)
+            self._add_output(box, err_r, STDERR)
+            if want_stdin:
+                self._add_stdin(box, in_w)
         self.boxes[cid] = box
         self.by_pid[pid] = box
         self._save(box)
@@ -738,14 +900,16 @@ class Supervisor:
         deadline = time.monotonic() + KILL_WAIT
         delay = 0.0005
         while True:
+            # The exec processes too: a pid namespace's init does not finish exiting
+            # while processes that joined the namespace wait to be reaped (by us).
+            self._reap()
+            if self.by_pid.get(pid) is not box:
+                return
             try:
-                done, status = os.waitpid(pid, os.WNOHANG)
+                # Only to learn whether it is ours at all (WNOWAIT: _reap collects it).
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 self.by_pid.pop(pid, None)
-                return
-            if done:
-                self.by_pid.pop(pid, None)
-                self._exited(box, ExitStatus.from_wait(status))
                 return
             if time.monotonic() > deadline:
                 raise RequestError(f"container {box.rec.id}: did not die after SIGKILL")
@@ -755,6 +919,8 @@ class Supervisor:
     def _forget(self, box: Box) -> None:
         self.boxes.pop(box.rec.id, None)
         self.by_pid.pop(box.rec.pid, None)
+        for ex in list(box.execs.values()):
+            self._forget_exec(ex)
         for conn in list(box.attachers) + list(box.waiters):
             conn.close_when_flushed = True
             self._update(conn)
@@ -776,27 +942,296 @@ class Supervisor:
         if box.finished:
             return _wait_answer(box.rec)
         conn.mode = "wait"
-        conn.box = box
+        conn.proc = box
         box.waiters.append(conn)
         return None
 
     def op_attach(self, conn: Conn, req: dict[str, object]) -> Response | None:
-        box = self._box(req)
-        if req.get("tty"):
-            raise RequestError("tty: not supported yet")
+        self._attach(conn, self._box(req), req)
+        return None
+
+    def _attach(self, conn: Conn, proc: Proc, req: dict[str, object]) -> None:
         self._send(conn, {"ok": True})
         conn.mode = "attach"
-        conn.box = box
-        conn.want_stdin = bool(req.get("stdin")) and box.rec.stdin
+        conn.proc = proc
+        conn.want_stdin = bool(req.get("stdin")) and proc.open_stdin
         conn.want_stdout = bool(req.get("stdout"))
         conn.want_stderr = bool(req.get("stderr"))
         conn.rbuf.clear()
-        if box.finished:
+        if proc.finished:
             conn.close_when_flushed = True
         else:
-            box.attachers.append(conn)
+            proc.attachers.append(conn)
         self._update(conn)
+
+    def op_resize(self, _conn: Conn, req: dict[str, object]) -> Response:
+        box = self._box(req)
+        self._resize(box, req)
+        return {"ok": True}
+
+    def _resize(self, proc: Proc, req: dict[str, object]) -> None:
+        try:
+            height, width = window_size(req)
+        except InvalidRequest as e:
+            raise RequestError(str(e)) from None
+        if not proc.tty:
+            raise RequestError(f"{proc.name} has no tty")
+        if proc.finished or proc.exit is not None:
+            raise RequestError(f"cannot resize {proc.name}: it is not running")
+        fd = proc.master if proc.master >= 0 else proc.stdin_fd
+        if fd < 0:  # an exec not started yet: applied when its pty comes
+            proc.winsize = (height, width)
+            return
+        try:
+            _set_winsize(fd, height, width)
+        except OSError as e:
+            raise RequestError(f"resize {proc.name}: {e.strerror or e}") from None
+
+    # -- exec -------------------------------------------------------------------------
+
+    def _exec(self, req: dict[str, object]) -> Exec:
+        exec_id = _str(req, "exec_id")
+        ex = self.execs.get(exec_id)
+        if ex is None:
+            raise RequestError(f"no such exec: {exec_id}")
+        return ex
+
+    def _check_running(self, box: Box) -> None:
+        if box.rec.status != RUNNING or box.exit is not None or box.rec.adopted:
+            why = (
+                "is not running"
+                if not box.rec.adopted
+                else "was adopted (its processes are not ours)"
+            )
+            raise RequestError(f"cannot exec in container {box.rec.id}: it {why}")
+
+    def op_exec_create(self, _conn: Conn, req: dict[str, object]) -> Response:
+        box = self._box(req)
+        exec_id = _str(req, "exec_id")
+        if not valid_id(exec_id):
+            raise RequestError(f"invalid exec id {exec_id!r}")
+        if exec_id in self.execs:
+            raise RequestError(f"exec {exec_id} already exists")
+        self._check_running(box)
+        tty = bool(req.get("tty"))
+        try:
+            process = check_process(req.get("process"), tty)
+        except InvalidRequest as e:
+            raise RequestError(str(e)) from None
+        ex = Exec(exec_id, box, process, bool(req.get("stdin")), tty)
+        self.execs[exec_id] = ex
+        box.execs[exec_id] = ex
+        return {"ok": True}
+
+    def op_exec_attach(self, conn: Conn, req: dict[str, object]) -> Response | None:
+        self._attach(conn, self._exec(req), req)
         return None
+
+    def op_exec_start(self, conn: Conn, req: dict[str, object]) -> Response | None:
+        ex = self._exec(req)
+        if ex.status != EXEC_CREATED:
+            raise RequestError(f"exec {ex.exec_id} has been started already")
+        box = ex.box
+        self._check_running(box)
+        parent_fds: dict[int, int] = {}  # ours: fd -> stream
+        child_fds: list[int] = []  # the helper's (and the process's) stdio
+        chan, chan_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            child_fds.append(chan_child.detach())
+            if ex.tty:
+                null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+                child_fds.append(null)
+                stdio = (null, null, null)
+            else:
+                out_r, out_w = os.pipe()
+                parent_fds[out_r] = STDOUT
+                child_fds.append(out_w)
+                err_r, err_w = os.pipe()
+                parent_fds[err_r] = STDERR
+                child_fds.append(err_w)
+                if ex.open_stdin:
+                    in_r, in_w = os.pipe()
+                    parent_fds[in_w] = STDIN
+                else:
+                    in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+                child_fds.append(in_r)
+                stdio = (in_r, out_w, err_w)
+            helper = os.fork()
+            if helper == 0:  # pragma: no cover - runs in the child
+                _exec_helper_main(
+                    self.runtime.root, self.root, box.rec.id, ex.process, stdio, child_fds[0]
+                )
+        except BaseException:
+            chan.close()
+            for fd in parent_fds:
+                os.close(fd)
+            raise
+        finally:
+            for fd in child_fds:
+                os.close(fd)
+        chan.setblocking(False)
+        self.helpers[chan.fileno()] = ExecHelper(ex, chan, parent_fds)
+        self.sel.register(chan, selectors.EVENT_READ, self._on_helper)
+        ex.status = EXEC_STARTING
+        ex.start_conn = conn
+        conn.mode = "pending"
+        conn.proc = ex
+        return None
+
+    def _on_helper(self, fileobj: object, _mask: int) -> None:
+        if not isinstance(fileobj, socket.socket):
+            return
+        h = self.helpers.get(fileobj.fileno())
+        if h is None:
+            return
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(h.chan, READ_SIZE, 4)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, fds = b"", []
+        h.fds.extend(fds)
+        h.buf += data
+        if data and b"\n" not in h.buf:
+            return
+        self.helpers.pop(h.chan.fileno(), None)
+        self.sel.unregister(h.chan)
+        h.chan.close()
+        if not self.helpers:
+            pending_exits, self.orphan_exits = self.orphan_exits, {}
+        else:
+            pending_exits = self.orphan_exits
+        try:
+            doc = fastjson.loads(bytes(h.buf).decode(errors="replace")) if b"\n" in h.buf else None
+        except ValueError:
+            doc = None
+        self._exec_started(h, doc if isinstance(doc, dict) else None, pending_exits)
+
+    def _exec_started(
+        self, h: ExecHelper, doc: dict[str, object] | None, pending_exits: dict[int, int]
+    ) -> None:
+        ex = h.ex
+        conn = ex.start_conn
+        ex.start_conn = None
+        pid = doc.get("pid") if doc is not None else None
+        gone = self.execs.get(ex.exec_id) is not ex  # its container was removed meanwhile
+        if doc is None:
+            error = f"exec {ex.exec_id}: the helper died without an answer"
+        elif "error" in doc or not isinstance(pid, int) or pid <= 0:
+            error = str(doc.get("error") or f"exec {ex.exec_id}: no pid")
+        elif gone:
+            error = f"exec {ex.exec_id}: its container was removed"
+        else:
+            error = ""
+        if doc is not None:
+            for warning in _strs(doc.get("warnings")):
+                _warn(f"{ex.name}: {warning}")
+        if error:
+            for fd in list(h.parent_fds) + h.fds:
+                os.close(fd)
+            if not gone:
+                # Docker reports a process that could not be started as exit code 126.
+                ex.exit = ExitStatus(126)
+                self._finish_exec(ex)
+            if conn is not None:
+                self._answer_pending(conn, _error(error))
+            return
+        assert isinstance(pid, int)
+        ex.pid = pid
+        ex.status = EXEC_RUNNING
+        if ex.tty:
+            for extra in h.fds[1:]:
+                os.close(extra)
+            if h.fds:
+                self._add_master(ex, h.fds[0])
+        else:
+            for fd in h.fds:
+                os.close(fd)
+            for fd, stream in h.parent_fds.items():
+                if stream == STDIN:
+                    self._add_stdin(ex, fd)
+                else:
+                    self._add_output(ex, fd, stream)
+        status = pending_exits.pop(pid, None)
+        if status is None:
+            self.by_pid[pid] = ex
+        else:
+            self._exited(ex, ExitStatus.from_wait(status))
+        if conn is not None:
+            self._answer_pending(conn, {"ok": True, "pid": pid})
+
+    def _answer_pending(self, conn: Conn, answer: Response) -> None:
+        conn.mode = "request"
+        conn.proc = None
+        self._send(conn, answer)
+        self._process_requests(conn)
+        if conn.read_eof and conn.mode == "request":
+            conn.close_when_flushed = True
+            self._update(conn)
+
+    def _finish_exec(self, ex: Exec) -> None:
+        """Publish an exec's exit: exec_wait answers, attach connections end."""
+        if ex.finished:
+            return
+        ex.status = EXEC_EXITED
+        ex.exit_code = ex.exit.code if ex.exit is not None else None
+        self._close_stdin(ex)
+        answer: Response = {"ok": True, "exit_code": ex.exit_code}
+        for conn in ex.waiters:
+            conn.mode = "request"
+            conn.proc = None
+            self._send(conn, answer)
+            self._process_requests(conn)
+        ex.waiters.clear()
+        for conn in ex.attachers:
+            conn.close_when_flushed = True
+            self._update(conn)
+        ex.attachers.clear()
+
+    def _forget_exec(self, ex: Exec) -> None:
+        """Its container is being removed: the exec goes, its clients are let go."""
+        self.execs.pop(ex.exec_id, None)
+        ex.box.execs.pop(ex.exec_id, None)
+        if ex.pid and self.by_pid.get(ex.pid) is ex:
+            del self.by_pid[ex.pid]
+        for fd in list(ex.pipes):
+            self._drain_pipe(ex, fd)
+            self._close_pipe(ex, fd)
+        self._close_stdin(ex)
+        if ex.exit is not None:
+            self._finish_exec(ex)
+        for conn in ex.waiters:
+            conn.mode = "request"
+            conn.proc = None
+            self._send(conn, _error(f"exec {ex.exec_id}: its container was removed"))
+            self._process_requests(conn)
+        ex.waiters.clear()
+        for conn in ex.attachers:
+            conn.close_when_flushed = True
+            self._update(conn)
+        ex.attachers.clear()
+
+    def op_exec_state(self, _conn: Conn, req: dict[str, object]) -> Response:
+        ex = self._exec(req)
+        return {
+            "ok": True,
+            "running": ex.status in (EXEC_STARTING, EXEC_RUNNING),
+            "exit_code": ex.exit_code,
+            "pid": ex.pid,
+        }
+
+    def op_exec_wait(self, conn: Conn, req: dict[str, object]) -> Response | None:
+        ex = self._exec(req)
+        if ex.finished:
+            return {"ok": True, "exit_code": ex.exit_code}
+        conn.mode = "wait"
+        conn.proc = ex
+        ex.waiters.append(conn)
+        return None
+
+    def op_exec_resize(self, _conn: Conn, req: dict[str, object]) -> Response:
+        self._resize(self._exec(req), req)
+        return {"ok": True}
 
     def op_events(self, conn: Conn, _req: dict[str, object]) -> Response | None:
         self._send(conn, {"ok": True})
@@ -816,6 +1251,13 @@ class Supervisor:
         "wait": op_wait,
         "attach": op_attach,
         "events": op_events,
+        "resize": op_resize,
+        "exec_create": op_exec_create,
+        "exec_attach": op_exec_attach,
+        "exec_start": op_exec_start,
+        "exec_state": op_exec_state,
+        "exec_wait": op_exec_wait,
+        "exec_resize": op_exec_resize,
     }
 
 
@@ -823,7 +1265,7 @@ class Supervisor:
 
 
 def create_in_helper(
-    runtime: Runtime, cid: str, bundle: str, stdio: tuple[int, int, int]
+    runtime: Runtime, cid: str, bundle: str, stdio: tuple[int, int, int], console_fd: int = -1
 ) -> tuple[int, int, Cgroup | None]:
     """runtime.create in a forked helper that holds only the container's stdio.
 
@@ -834,7 +1276,7 @@ def create_in_helper(
     r, w = os.pipe()
     helper = os.fork()
     if helper == 0:  # pragma: no cover - runs in the child
-        _helper_main(runtime, cid, bundle, stdio, w)
+        _helper_main(runtime, cid, bundle, stdio, w, console_fd)
     os.close(w)
     # One line, not EOF: the container's init holds a copy of `w` until it execs.
     chunks: list[bytes] = []
@@ -874,25 +1316,20 @@ def create_in_helper(
 
 
 def _helper_main(
-    runtime: Runtime, cid: str, bundle: str, stdio: tuple[int, int, int], w: int
+    runtime: Runtime, cid: str, bundle: str, stdio: tuple[int, int, int], w: int, console_fd: int
 ) -> None:  # pragma: no cover - runs in the child
     code = 0
     try:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
-        keep = {0, 1, 2, w, *stdio}
-        for name in os.listdir("/proc/self/fd"):
-            fd = int(name)
-            if fd not in keep:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        _close_all_but({0, 1, 2, w, console_fd, *stdio})
         warnings: list[str] = []
         helper_runtime = Runtime(runtime.root, warn=warnings.append)
         try:
-            c = helper_runtime.create(cid, bundle, stdio=stdio)
+            c = helper_runtime.create(
+                cid, bundle, stdio=stdio, console_fd=console_fd if console_fd >= 0 else None
+            )
             doc: dict[str, object] = {"pid": c.pid, "warnings": warnings}
         except Exception as e:
             doc = {"error": _one_line(e), "warnings": warnings}
@@ -909,6 +1346,118 @@ def _helper_main(
 def _write_all(fd: int, data: bytes) -> None:  # pragma: no cover - runs in the child
     while data:
         data = data[os.write(fd, data) :]
+
+
+def _close_all_but(keep: set[int]) -> None:  # pragma: no cover - runs in the child
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _receive_master(console: socket.socket, cid: str) -> int:
+    """The pty master the container's init sent (before it said it was ready)."""
+    console.settimeout(5.0)
+    try:
+        _msg, fds, _flags, _addr = socket.recv_fds(console, 4096, 4)
+    except OSError as e:
+        raise RequestError(f"create container {cid}: no terminal came: {e}") from None
+    if not fds:
+        raise RequestError(f"create container {cid}: the container sent no terminal")
+    for extra in fds[1:]:
+        os.close(extra)
+    return fds[0]
+
+
+def _set_winsize(fd: int, height: int, width: int) -> None:
+    import fcntl
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, winsize(height, width))
+
+
+# -- running an exec in a clean helper ------------------------------------------------------
+
+
+def _exec_helper_main(
+    runtime_root: str,
+    root: str,
+    cid: str,
+    process: dict[str, object],
+    stdio: tuple[int, int, int],
+    chan_fd: int,
+) -> None:  # pragma: no cover - runs in the child
+    """Runtime.exec (detached) with `stdio` as the process's 0, 1, 2; tells the
+    supervisor on `chan_fd` its pid (one JSON line), with the pty master
+    attached (SCM_RIGHTS) when process.terminal is set."""
+    code = 0
+    chan = socket.socket(fileno=chan_fd)
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        _close_all_but({0, 1, 2, chan_fd, *stdio})
+        for target, fd in enumerate(stdio):
+            os.dup2(fd, target)
+        for fd in set(stdio) - {0, 1, 2}:
+            os.close(fd)
+        warnings: list[str] = []
+        fds: list[int] = []
+        doc: dict[str, object]
+        try:
+            pid, fds = _run_exec(runtime_root, root, cid, process, warnings)
+            doc = {"pid": pid, "warnings": warnings}
+        except Exception as e:
+            doc = {"error": _one_line(e), "warnings": warnings}
+        socket.send_fds(chan, [fastjson.dumps(doc).encode() + b"\n"], fds)
+    except BaseException as e:
+        code = 1
+        try:
+            chan.sendall(fastjson.dumps({"error": _one_line(e)}).encode() + b"\n")
+        except BaseException:
+            pass
+    os._exit(code)
+
+
+def _run_exec(
+    runtime_root: str, root: str, cid: str, process: dict[str, object], warnings: list[str]
+) -> tuple[int, list[int]]:  # pragma: no cover - runs in the helper
+    import secrets
+
+    runtime = Runtime(runtime_root, warn=warnings.append)
+    pid_file = os.path.join(root, f"exec-{os.getpid()}.pid")
+    listener = None
+    console_socket = None
+    if process.get("terminal"):
+        # The runtime wants a socket to connect to; an abstract one leaves no file
+        # behind and has no path length limit.
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        console_socket = f"\0orchestr-exec-{os.getpid()}-{secrets.token_hex(8)}"
+        listener.bind(console_socket)
+        listener.listen(1)
+    try:
+        runtime.exec(cid, process, detach=True, pid_file=pid_file, console_socket=console_socket)
+        with open(pid_file) as f:
+            pid = int(f.read().strip())
+        fds: list[int] = []
+        if listener is not None:
+            listener.settimeout(5.0)
+            conn, _ = listener.accept()
+            with conn:
+                _msg, fds, _flags, _addr = socket.recv_fds(conn, 4096, 4)
+            if not fds:
+                raise RuntimeError("the exec's process sent no terminal")
+        return pid, fds
+    finally:
+        if listener is not None:
+            listener.close()
+        try:
+            os.unlink(pid_file)
+        except FileNotFoundError:
+            pass
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -936,6 +1485,10 @@ def _str(req: dict[str, object], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise RequestError(f"{key}: a non-empty string is required")
     return value
+
+
+def _strs(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _wait_answer(rec: Record) -> Response:

@@ -322,7 +322,7 @@ def test_bad_requests_get_errors_and_the_supervisor_lives_on(node: Node) -> None
     assert "malformed request" in str(answers[0]["error"])
     assert "unknown op" in str(answers[2]["error"])
     assert "id" in str(answers[3]["error"])
-    with pytest.raises(SupervisorError, match="not supported yet"):
+    with pytest.raises(SupervisorError, match=r"process\.terminal must be true"):
         node.client.call({"op": "create", "id": "x", "bundle": "/b", "log_path": "/l", "tty": True})
     with pytest.raises(SupervisorError, match="invalid container id"):
         node.client.call({"op": "create", "id": "../x", "bundle": "/b", "log_path": "/l"})

@@ -188,3 +188,71 @@ def test_parse_args() -> None:
         parse_args(["--root", "/r", "--socket", "/s", "--debug"])
     with pytest.raises(ValueError, match="needs a value"):
         parse_args(["--root"])
+
+
+# -- exec and tty helpers -----------------------------------------------------------------
+
+
+def test_check_process_copies_and_sets_terminal() -> None:
+    from agent.supervisor.execs import check_process
+
+    given: dict[str, object] = {"args": ["sh"], "env": ["A=1"], "user": {"uid": 1, "gid": 2}}
+    out = check_process(given, tty=True)
+    assert out == {**given, "terminal": True, "cwd": "/"}
+    assert "terminal" not in given
+    assert check_process({"args": ["ls"], "terminal": True}, tty=False)["terminal"] is False
+
+
+@pytest.mark.parametrize(
+    ("process", "message"),
+    [
+        (None, "process: an object"),
+        ({}, "process.args"),
+        ({"args": []}, "process.args"),
+        ({"args": ["sh", 1]}, "process.args"),
+        ({"args": [""]}, "command is empty"),
+        ({"args": ["sh"], "env": "A=1"}, "process.env"),
+        ({"args": ["sh"], "cwd": "tmp"}, "process.cwd"),
+        ({"args": ["sh"], "user": {"uid": -1}}, "process.user.uid"),
+        ({"args": ["sh"], "user": {"gid": True}}, "process.user.gid"),
+    ],
+)
+def test_check_process_refuses(process: object, message: str) -> None:
+    from agent.supervisor.execs import InvalidRequest, check_process
+
+    with pytest.raises(InvalidRequest, match=message):
+        check_process(process, tty=False)
+
+
+def test_window_size_and_winsize() -> None:
+    import struct
+
+    from agent.supervisor.execs import InvalidRequest, window_size, winsize
+
+    assert window_size({"height": 30, "width": 100}) == (30, 100)
+    for bad in ({"height": 30}, {"height": -1, "width": 1}, {"height": 1, "width": 65536}):
+        with pytest.raises(InvalidRequest):
+            window_size(bad)
+    with pytest.raises(InvalidRequest, match="height"):
+        window_size({"height": True, "width": 1})
+    assert struct.unpack("HHHH", winsize(30, 100)) == (30, 100, 0, 0)
+
+
+def test_bundle_terminal(tmp_path: Path) -> None:
+    from agent.supervisor.execs import bundle_terminal
+
+    assert bundle_terminal(str(tmp_path)) is False  # no config.json
+    (tmp_path / "config.json").write_text('{"process": {"terminal": true}}')
+    assert bundle_terminal(str(tmp_path)) is True
+    (tmp_path / "config.json").write_text('{"process": {"terminal": false}}')
+    assert bundle_terminal(str(tmp_path)) is False
+    (tmp_path / "config.json").write_text("not json")
+    assert bundle_terminal(str(tmp_path)) is False
+
+
+def test_record_keeps_tty(tmp_path: Path) -> None:
+    rec = Record("c1", 42, 7, "/l", "2024-01-01T00:00:00.000000000Z", stdin=True, tty=True)
+    save(str(tmp_path / "s.json"), rec.to_json())
+    again = load(str(tmp_path / "s.json"))
+    assert (again.stdin, again.tty) == (True, True)
+    assert Record.from_json({"id": "c2", "status": "created"}).tty is False
