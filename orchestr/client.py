@@ -211,7 +211,9 @@ def _start_daemon(socket_path: str, wait: float = 15.0) -> None:
 # -- hijacked connections (attach) ------------------------------------------------------
 
 
-def hijack(client: Client, path: str, params: dict[str, str]) -> tuple[Any, bytes]:
+def hijack(
+    client: Client, path: str, params: dict[str, str], body: object = None
+) -> tuple[Any, bytes]:
     """Docker's upgrade: POST `path` with `Upgrade: tcp` on a socket of our own and return
     (the raw connection, bytes already read past the 101 answer)."""
     import socket
@@ -224,12 +226,14 @@ def hijack(client: Client, path: str, params: dict[str, str]) -> tuple[Any, byte
         sock.close()
         raise client._unreachable(e) from None
     query = urlencode(params)
+    payload = json.dumps(body).encode() if body is not None else b""
     request = (
         f"POST /v{API_VERSION}{path}?{query} HTTP/1.1\r\n"
-        "Host: docker\r\nUser-Agent: orchestr-cli\r\nContent-Length: 0\r\n"
+        "Host: docker\r\nUser-Agent: orchestr-cli\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
         "Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
     )
-    sock.sendall(request.encode())
+    sock.sendall(request.encode() + payload)
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import socket
 import threading
 import time
@@ -56,10 +57,12 @@ class ContainersApi:
         r.route("POST", "/containers/{id}/unpause")(self.unpause)
         r.route("GET", "/containers/{id}/top")(self.top)
         r.route("GET", "/containers/{id}/stats")(self.stats)
+        r.route("POST", "/containers/{id}/exec")(self.exec_create)
+        r.route("POST", "/exec/{id}/start")(self.exec_start)
+        r.route("GET", "/exec/{id}/json")(self.exec_inspect)
+        r.route("POST", "/exec/{id}/resize")(self.exec_resize)
+        self._execs: dict[str, dict[str, Any]] = {}
         for method, path in (
-            ("POST", "/containers/{id}/exec"),
-            ("POST", "/exec/{id}/start"),
-            ("GET", "/exec/{id}/json"),
             ("POST", "/containers/{id}/update"),
             ("GET", "/containers/{id}/changes"),
             ("GET", "/containers/{id}/export"),
@@ -338,8 +341,140 @@ class ContainersApi:
         return Response(204, b"", None)
 
     async def resize(self, request: Request) -> Response:
-        await self._record(request)
-        return Response(200, b"", None)  # no terminals yet: nothing to resize
+        record = await self._record(request)
+        height, width = request.int_arg("h", 0) or 0, request.int_arg("w", 0) or 0
+        if self.service.spec(record).tty and record.running:
+            await self._call(self.service.supervisor.resize, record.id, height, width)
+        return Response(200, b"", None)
+
+    # -- exec
+
+    async def exec_create(self, request: Request) -> Response:
+        record = await self._record(request)
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise HttpError(400, "the body must be a JSON object")
+        cmd = body.get("Cmd")
+        if not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd):
+            raise HttpError(400, "No exec command specified")
+        if body.get("Privileged"):
+            raise HttpError(400, "Privileged: privileged exec is not supported yet")
+        if record.status != "running":
+            raise HttpError(409, f"Container {record.id} is not running")
+        exec_id = secrets.token_hex(32)
+        process = await asyncio.to_thread(self._exec_process, record, body)
+        tty = bool(body.get("Tty"))
+        stdin = bool(body.get("AttachStdin"))
+        await self._call(
+            self.service.supervisor.exec_create, record.id, exec_id, process, stdin=stdin, tty=tty
+        )
+        self._execs[exec_id] = {
+            "container": record.id,
+            "tty": tty,
+            "stdin": stdin,
+            "stdout": bool(body.get("AttachStdout")),
+            "stderr": bool(body.get("AttachStderr")),
+            "cmd": cmd,
+            "user": body.get("User") or "",
+            "detach_keys": body.get("DetachKeys") or "",
+        }
+        self.service.events.publish(
+            "container", f"exec_create: {' '.join(cmd)}", record.id, {"execID": exec_id}
+        )
+        return json_response({"Id": exec_id}, 201)
+
+    def _exec_process(self, record: Record, body: dict[str, Any]) -> dict[str, Any]:
+        """The exec's OCI process: the container's (env, cwd, user, capabilities) with the
+        request's Cmd, Env, User, WorkingDir and Tty over it."""
+        from agent.images.bundle import merge_env, resolve_user
+
+        bundle = os.path.join(self.service.records.dir(record.id), "bundle")
+        with open(os.path.join(bundle, "config.json")) as f:
+            config = json.load(f)
+        base = config["process"]
+        env = merge_env(list(base.get("env") or []), list(body.get("Env") or []))
+        process: dict[str, Any] = {
+            "args": list(body["Cmd"]),
+            "env": env,
+            "cwd": body.get("WorkingDir") or base.get("cwd") or "/",
+            "user": dict(base.get("user") or {"uid": 0, "gid": 0}),
+            "terminal": bool(body.get("Tty")),
+            "noNewPrivileges": bool(base.get("noNewPrivileges")),
+        }
+        if base.get("capabilities"):
+            process["capabilities"] = base["capabilities"]
+        if body.get("User"):
+            try:
+                uid, gid, extra = resolve_user(body["User"], os.path.join(bundle, "rootfs"))
+            except ValueError as e:
+                raise HttpError(400, str(e)) from None
+            process["user"] = {"uid": uid, "gid": gid, "additionalGids": extra}
+        return process
+
+    async def exec_start(self, request: Request) -> Response | None:
+        exec_id = request.params["id"]
+        info = self._execs.get(exec_id)
+        if info is None:
+            raise HttpError(404, f"No such exec instance: {exec_id}")
+        body = await request.json(required=False) or {}
+        sup = self.service.supervisor
+        if body.get("Detach"):
+            await self._call(sup.exec_start, exec_id)
+            return Response(200, b"", None)
+        leftover, reader, writer = await request.hijack(RAW if info["tty"] else MULTIPLEXED)
+        try:
+            sock = await asyncio.to_thread(
+                sup.exec_attach, exec_id, info["stdin"], info["stdout"], info["stderr"]
+            )
+            await asyncio.to_thread(sup.exec_start, exec_id)
+            await _relay(sock, leftover, reader, writer, info["stdin"], tty=info["tty"])
+        except Exception:
+            pass  # the client left, or the exec could not start (its inspect says so)
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        return None
+
+    async def exec_inspect(self, request: Request) -> Response:
+        exec_id = request.params["id"]
+        info = self._execs.get(exec_id)
+        if info is None:
+            raise HttpError(404, f"No such exec instance: {exec_id}")
+        try:
+            state = await asyncio.to_thread(self.service.supervisor.exec_state, exec_id)
+        except Exception:
+            state = {"running": False, "exit_code": None, "pid": 0}
+        return json_response(
+            {
+                "ID": exec_id,
+                "Running": bool(state.get("running")),
+                "ExitCode": state.get("exit_code"),
+                "ProcessConfig": {
+                    "tty": info["tty"],
+                    "entrypoint": info["cmd"][0],
+                    "arguments": info["cmd"][1:],
+                    "privileged": False,
+                    "user": info["user"],
+                },
+                "OpenStdin": info["stdin"],
+                "OpenStderr": info["stderr"],
+                "OpenStdout": info["stdout"],
+                "CanRemove": False,
+                "ContainerID": info["container"],
+                "DetachKeys": info["detach_keys"],
+                "Pid": int(state.get("pid") or 0),
+            }
+        )
+
+    async def exec_resize(self, request: Request) -> Response:
+        exec_id = request.params["id"]
+        if exec_id not in self._execs:
+            raise HttpError(404, f"No such exec instance: {exec_id}")
+        height, width = request.int_arg("h", 0) or 0, request.int_arg("w", 0) or 0
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.service.supervisor.exec_resize, exec_id, height, width)
+        return Response(201, b"", None)
 
     async def prune(self, request: Request) -> Response:
         def run() -> list[str]:
@@ -469,7 +604,7 @@ class ContainersApi:
             finally:
                 if not ready.done():
                     ready.set_result(None)
-            await _relay(sock, leftover, reader, writer, want_stdin)
+            await _relay(sock, leftover, reader, writer, want_stdin, tty=spec.tty)
         except Exception:
             pass  # the client left, or the container is gone: nothing to tell anyone
         finally:
@@ -485,6 +620,8 @@ async def _relay(
     client_reader: asyncio.StreamReader,
     client_writer: asyncio.StreamWriter,
     stdin: bool,
+    *,
+    tty: bool = False,
 ) -> None:
     """Client <-> supervisor: stdin up (closed when the client half-closes), output down
     until the supervisor closes (the container exited and its output is drained)."""
@@ -502,7 +639,7 @@ async def _relay(
         except (ConnectionError, OSError):
             pass
         finally:
-            if stdin and sup_writer.can_write_eof():
+            if stdin and not tty and sup_writer.can_write_eof():  # a tty is not closed
                 with contextlib.suppress(OSError):
                     sup_writer.write_eof()
 

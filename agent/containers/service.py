@@ -181,8 +181,6 @@ class ContainerService:
             record.started_at = now_rfc3339()
         try:
             spec = self.spec(record)
-            if spec.tty:
-                raise SpecError("Tty: containers with a terminal are not supported yet")
             directory = self.records.dir(record.id)
             bundle = os.path.join(directory, "bundle")
             rootfs = os.path.join(bundle, "rootfs")
@@ -211,6 +209,7 @@ class ContainerService:
                 log_max_size=spec.log_max_size,
                 log_max_files=spec.log_max_files,
                 stdin=spec.open_stdin,
+                tty=spec.tty,
             )
             return record
         except BaseException:

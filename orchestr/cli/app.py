@@ -57,6 +57,7 @@ def resolve_host(flag: str | None, environ: dict[str, str] | None = None) -> str
 # does not pay for httpx and rich: name -> "module:attribute".
 _LAZY = {
     "build": "orchestr.cli.images:build",
+    "exec": "orchestr.cli.containers:exec_",
     "info": "orchestr.cli.system:info",
     "pause": "orchestr.cli.system:pause",
     "stats": "orchestr.cli.system:stats",

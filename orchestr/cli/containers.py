@@ -3,11 +3,13 @@ through the daemon's Engine API, as the docker CLI does them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -80,7 +82,7 @@ def _mounts(specs: tuple[str, ...]) -> list[dict[str, Any]]:
 @click.option("-d", "--detach", is_flag=True, help="Run in the background; print the ID.")
 @click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits.")
 @click.option("-i", "--interactive", is_flag=True, help="Keep stdin open.")
-@click.option("-t", "--tty", is_flag=True, help="A terminal (not supported yet).")
+@click.option("-t", "--tty", is_flag=True, help="Give the container a terminal.")
 @click.option("--name", help="Name of the container.")
 @click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE")
 @click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DEST[:ro]")
@@ -106,8 +108,6 @@ def _mounts(specs: tuple[str, ...]) -> list[dict[str, Any]]:
 @click.pass_context
 def run(ctx: click.Context, /, image: str, command: tuple[str, ...], **o: Any) -> None:
     """Create and start a container from IMAGE (and wait for it, unless -d)."""
-    if o["tty"]:
-        raise OrchestrError("-t: containers with a terminal are not supported yet")
     if o["detach"] and o["remove"] and o["restart"] != "no":
         raise OrchestrError("--rm and --restart cannot be combined")
     body: dict[str, Any] = {
@@ -120,6 +120,7 @@ def run(ctx: click.Context, /, image: str, command: tuple[str, ...], **o: Any) -
         "Labels": dict(
             label.split("=", 1) if "=" in label else (label, "") for label in o["labels"]
         ),
+        "Tty": o["tty"],
         "OpenStdin": o["interactive"],
         "StdinOnce": o["interactive"],
         "AttachStdin": o["interactive"] and not o["detach"],
@@ -148,7 +149,7 @@ def run(ctx: click.Context, /, image: str, command: tuple[str, ...], **o: Any) -
             client.request("POST", f"/containers/{container_id}/start")
             click.echo(container_id)
             return
-        code = _run_attached(client, container_id, o["interactive"], o["remove"])
+        code = _run_attached(client, container_id, o["interactive"], o["remove"], o["tty"])
     sys.exit(code)
 
 
@@ -174,7 +175,9 @@ def _create(client: Client, body: dict[str, Any], name: str | None) -> str:
     return str(answer["Id"])
 
 
-def _run_attached(client: Client, container_id: str, stdin: bool, remove: bool) -> int:
+def _run_attached(
+    client: Client, container_id: str, stdin: bool, remove: bool, tty: bool = False
+) -> int:
     params = {"stream": "1", "stdout": "1", "stderr": "1", **({"stdin": "1"} if stdin else {})}
     sock, rest = hijack(client, f"/containers/{container_id}/attach", params)
     result: dict[str, Any] = {}
@@ -199,9 +202,10 @@ def _run_attached(client: Client, container_id: str, stdin: bool, remove: bool) 
         if remove:
             client.request("DELETE", f"/containers/{container_id}", params={"force": "1"})
         raise
-    if stdin:
-        threading.Thread(target=_pump_stdin, args=(sock,), daemon=True).start()
-    _demux(sock, rest)
+    with _terminal(client, f"/containers/{container_id}/resize", tty and stdin):
+        if stdin:
+            threading.Thread(target=_pump_stdin, args=(sock, not tty), daemon=True).start()
+        _copy_out(sock, rest, tty)
     sock.close()
     waiter.join()
     if "error" in result:
@@ -212,7 +216,55 @@ def _run_attached(client: Client, container_id: str, stdin: bool, remove: bool) 
     return int(result.get("StatusCode", 0))
 
 
-def _pump_stdin(sock: Any) -> None:
+@contextlib.contextmanager
+def _terminal(client: Client, resize_path: str, on: bool) -> Iterator[None]:
+    """Our terminal in raw mode (keys go to the container as typed), its size sent to
+    the container now and on every SIGWINCH; restored afterwards."""
+    if not on or not sys.stdin.isatty():
+        yield
+        return
+    import signal
+    import termios
+    import tty as tty_mode
+
+    fd = sys.stdin.fileno()
+
+    def resize(*_: object) -> None:
+        size = os.get_terminal_size(fd)
+        with contextlib.suppress(Exception):
+            client.request("POST", resize_path, params={"h": size.lines, "w": size.columns})
+
+    saved = termios.tcgetattr(fd)
+    previous = signal.signal(signal.SIGWINCH, resize)
+    try:
+        tty_mode.setraw(fd)
+        resize()
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        signal.signal(signal.SIGWINCH, previous)
+
+
+def _copy_out(sock: Any, pending: bytes, tty: bool) -> None:
+    if not tty:
+        _demux(sock, pending)
+        return
+    out = sys.stdout.buffer
+    if pending:
+        out.write(pending)
+        out.flush()
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        out.write(chunk)
+        out.flush()
+
+
+def _pump_stdin(sock: Any, half_close: bool = True) -> None:
     import socket
 
     fd = sys.stdin.fileno()
@@ -223,6 +275,8 @@ def _pump_stdin(sock: Any) -> None:
                 break
             sock.sendall(data)
     except OSError:
+        return
+    if not half_close:
         return
     try:
         sock.shutdown(socket.SHUT_WR)
@@ -250,6 +304,58 @@ def _demux(sock: Any, pending: bytes) -> None:
         if not chunk:
             return
         buffer += chunk
+
+
+@click.command("exec", context_settings={"allow_interspersed_args": False})
+@click.option("-d", "--detach", is_flag=True, help="Run it in the background.")
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin open.")
+@click.option("-t", "--tty", is_flag=True, help="Give it a terminal.")
+@click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE")
+@click.option("-u", "--user", help="USER[:GROUP].")
+@click.option("-w", "--workdir", help="Working directory.")
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def exec_(
+    ctx: click.Context,
+    /,
+    container: str,
+    command: tuple[str, ...],
+    detach: bool,
+    interactive: bool,
+    tty: bool,
+    env: tuple[str, ...],
+    user: str | None,
+    workdir: str | None,
+) -> None:
+    """Run a command in a running container."""
+    body = {
+        "Cmd": list(command),
+        "Env": _pairs(env),
+        "User": user or "",
+        "WorkingDir": workdir or "",
+        "Tty": tty,
+        "AttachStdin": interactive and not detach,
+        "AttachStdout": not detach,
+        "AttachStderr": not detach,
+    }
+    with client_of(ctx, timeout=None) as client:
+        exec_id = client.json("POST", f"/containers/{container}/exec", json=body)["Id"]
+        if detach:
+            client.request("POST", f"/exec/{exec_id}/start", json={"Detach": True})
+            return
+        sock, rest = _hijack_exec(client, exec_id, tty)
+        with _terminal(client, f"/exec/{exec_id}/resize", tty and interactive):
+            if interactive:
+                threading.Thread(target=_pump_stdin, args=(sock, not tty), daemon=True).start()
+            _copy_out(sock, rest, tty)
+        sock.close()
+        code = client.json("GET", f"/exec/{exec_id}/json").get("ExitCode")
+    sys.exit(int(code) if isinstance(code, int) else 126)
+
+
+def _hijack_exec(client: Client, exec_id: str, tty: bool) -> tuple[Any, bytes]:
+    return hijack(client, f"/exec/{exec_id}/start", {}, body={"Detach": False, "Tty": tty})
 
 
 @click.command("ps")

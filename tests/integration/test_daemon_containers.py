@@ -166,7 +166,16 @@ def test_containers_outlive_a_killed_daemon(busybox: Daemon, state_dir: Path) ->
         lines = docker_cli(again, "logs", "survivor").stdout.splitlines()
         assert lines[:3] == ["tick 0", "tick 1", "tick 2"]
         assert len(lines) >= 6  # written while the daemon was down, too
+        follower = subprocess.Popen(
+            ["docker", "logs", "-f", "--tail", "0", "survivor"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=again.env(),
+        )
+        time.sleep(0.5)
         docker_cli(again, "stop", "-t", "0", "survivor")
+        followed, _ = follower.communicate(timeout=15)  # ends when the container does
+        assert followed.startswith("tick ") and follower.returncode == 0
         assert (
             json.loads(docker_cli(again, "inspect", "survivor").stdout)[0]["State"]["ExitCode"]
             == 137
@@ -344,3 +353,33 @@ def test_named_volume_outlives_its_container(busybox: Daemon) -> None:
     assert busy.returncode != 0 and "in use" in busy.stderr
     docker_cli(busybox, "rm", "-f", "user")
     docker_cli(busybox, "volume", "rm", "keep")
+
+
+def test_exec_and_terminals(busybox: Daemon) -> None:
+    docker_cli(busybox, "run", "-d", "--name", "host1", "busybox", "sleep", "100")
+    assert (
+        docker_cli(busybox, "exec", "host1", "cat", "/etc/hostname").stdout.strip()
+        == (json.loads(docker_cli(busybox, "inspect", "host1").stdout)[0]["Id"][:12])
+    )
+    assert docker_cli(busybox, "exec", "host1", "sh", "-c", "exit 5", check=False).returncode == 5
+    piped = run(busybox, "sh", "-c", "echo fed | docker exec -i host1 cat")
+    assert piped.stdout == "fed\n"
+    assert docker_cli(busybox, "exec", "-u", "daemon", "host1", "id", "-un").stdout == "daemon\n"
+    assert orchestr(busybox, "exec", "host1", "sh", "-c", "echo $X", "-e", "X=1").stdout == "\n"
+    assert orchestr(busybox, "exec", "-e", "X=1", "host1", "sh", "-c", "echo $X").stdout == "1\n"
+
+    client = docker.DockerClient(base_url=busybox.host, version="1.41")
+    try:
+        result = client.containers.get("host1").exec_run(["sh", "-c", "echo py; exit 3"])
+        assert result.exit_code == 3 and result.output == b"py\n"
+    finally:
+        client.close()
+
+    # A real terminal: `script` gives the docker CLI one, as a user's shell would.
+    inside = run(busybox, "script", "-qc", "docker exec -it host1 sh -c 'tty'", "/dev/null").stdout
+    assert "/dev/pts/" in inside
+    tty_run = run(
+        busybox, "script", "-qc", "docker run -it --rm busybox sh -c 'tty; echo done'", "/dev/null"
+    ).stdout
+    assert "/dev/pts/" in tty_run and "done" in tty_run
+    docker_cli(busybox, "rm", "-f", "host1")
