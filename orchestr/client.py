@@ -46,21 +46,55 @@ class DaemonUnreachable(ApiError):
     """No daemon answers at the address."""
 
 
-def _socket_of(host: str) -> str:
-    if host.startswith("unix://"):
-        return host[len("unix://") :]
-    raise OrchestrError(f"{host}: only unix:// daemon addresses are supported yet")
+def client_tls() -> Any:
+    """Mutual TLS for tcp:// daemons, from $ORCHESTR_CERT_PATH (or $DOCKER_CERT_PATH, or
+    ~/.docker): ca.pem, cert.pem and key.pem, as the docker CLI reads them."""
+    import ssl
+
+    directory = (
+        os.environ.get("ORCHESTR_CERT_PATH")
+        or os.environ.get("DOCKER_CERT_PATH")
+        or os.path.expanduser("~/.docker")
+    )
+    try:
+        context = ssl.create_default_context(cafile=os.path.join(directory, "ca.pem"))
+        context.load_cert_chain(
+            os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+        )
+    except (OSError, ssl.SSLError) as e:
+        raise OrchestrError(
+            f"TLS to a tcp:// daemon needs ca.pem, cert.pem and key.pem in {directory} "
+            f"(set ORCHESTR_CERT_PATH): {e}"
+        ) from None
+    return context
 
 
 class Client:
-    """One daemon, by address (`unix:///path.sock`)."""
+    """One daemon, by address (`unix:///path.sock`, or `tcp://host:port` with mutual TLS)."""
 
     def __init__(self, host: str, *, timeout: float | None = 60.0) -> None:
         self.host = host
-        self.socket = _socket_of(host)
+        self.socket = ""
+        self.tcp: tuple[str, int] | None = None
+        self.tls: Any = None
+        if host.startswith("unix://"):
+            self.socket = host[len("unix://") :]
+            transport = httpx.HTTPTransport(uds=self.socket)
+            base_url = f"http://docker/v{API_VERSION}"
+        elif host.startswith(("tcp://", "https://")):
+            address = host.split("://", 1)[1].rstrip("/")
+            name, _, port = address.rpartition(":")
+            if not port.isdigit():
+                raise OrchestrError(f"{host}: expected tcp://HOST:PORT")
+            self.tcp = (name.strip("[]"), int(port))
+            self.tls = client_tls()
+            transport = httpx.HTTPTransport(verify=self.tls)
+            base_url = f"https://{address}/v{API_VERSION}"
+        else:
+            raise OrchestrError(f"{host}: expected unix:///path.sock or tcp://HOST:PORT")
         self._http = httpx.Client(
-            transport=httpx.HTTPTransport(uds=self.socket),
-            base_url=f"http://docker/v{API_VERSION}",
+            transport=transport,
+            base_url=base_url,
             timeout=httpx.Timeout(timeout, connect=5.0),
             headers={"User-Agent": "orchestr-cli"},
         )
@@ -219,11 +253,15 @@ def hijack(
     import socket
     from urllib.parse import urlencode
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(client.socket)
+        if client.tcp is not None:
+            raw = socket.create_connection(client.tcp, timeout=10)
+            sock = client.tls.wrap_socket(raw, server_hostname=client.tcp[0])
+            sock.settimeout(None)
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(client.socket)
     except OSError as e:
-        sock.close()
         raise client._unreachable(e) from None
     query = urlencode(params)
     payload = json.dumps(body).encode() if body is not None else b""

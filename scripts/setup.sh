@@ -12,6 +12,7 @@ packages=(
   skopeo           # the peer for image archives and registries (interop tests)
   umoci            # the peer that makes OCI layouts (interop tests)
   docker-registry  # a registry on loopback for pull/push tests
+  openssl          # certificates for the mutual-TLS tests
   hyperfine        # bench/
 )
 missing=()

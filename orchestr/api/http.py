@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import ssl
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -343,6 +344,7 @@ class Server:
     def __init__(self, router: Router) -> None:
         self.router = router
         self._servers: list[asyncio.AbstractServer] = []
+        self._proxies: list[_TlsProxy] = []
         self._connections: set[asyncio.Task[None]] = set()
 
     async def listen_unix(self, path: str, mode: int = 0o660) -> None:
@@ -358,7 +360,21 @@ class Server:
         os.chmod(path, mode)
         self._servers.append(server)
 
+    async def listen_tcp(self, host: str, port: int, tls: ssl.SSLContext, backend: str) -> None:
+        """A TCP listener, only with mutual TLS (clients must show a certificate the CA
+        signed), as dockerd's --tlsverify. TLS ends in a small proxy in front of the
+        unix socket `backend`: Python's asyncio TLS cannot half-close (a client's
+        close_notify ends the whole connection), and attach and exec need the server
+        to go on writing after the client has closed its side."""
+        if tls.verify_mode != ssl.CERT_REQUIRED:
+            raise ValueError("a TCP listener needs client certificates (mutual TLS)")
+        proxy = _TlsProxy(host, port, tls, backend)
+        proxy.start()
+        self._proxies.append(proxy)
+
     async def close(self) -> None:
+        for proxy in self._proxies:
+            proxy.stop()
         for server in self._servers:
             server.close()
         for task in list(self._connections):
@@ -458,6 +474,94 @@ class Server:
         handler, params = found
         request.params = params
         return await handler(request)
+
+
+class _TlsProxy:
+    """Mutual-TLS TCP in front of the daemon's unix socket: a thread accepts, and each
+    connection gets two pumps. A client's half-close (close_notify) becomes a
+    shutdown(SHUT_WR) toward the daemon, and the answer keeps flowing back."""
+
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext, backend: str) -> None:
+        import socket
+        import threading
+
+        self.tls = tls
+        self.backend = backend
+        self.listener = socket.create_server((host, port), reuse_port=False)
+        self.listener.settimeout(0.5)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="tls-proxy", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=2)
+        self.listener.close()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._stopped.is_set():
+            try:
+                raw, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw: object) -> None:
+        import socket
+        import threading
+
+        assert isinstance(raw, socket.socket)
+        try:
+            raw.settimeout(10)
+            client = self.tls.wrap_socket(raw, server_side=True)
+            client.settimeout(None)
+        except (OSError, ssl.SSLError):
+            raw.close()  # no certificate, or not one our CA signed
+            return
+        backend = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            backend.connect(self.backend)
+        except OSError:
+            client.close()
+            backend.close()
+            return
+
+        def up() -> None:
+            try:
+                while data := client.recv(65536):
+                    backend.sendall(data)
+            except (OSError, ssl.SSLError):
+                pass
+            with contextlib.suppress(OSError):
+                backend.shutdown(socket.SHUT_WR)
+
+        pump = threading.Thread(target=up, daemon=True)
+        pump.start()
+        try:
+            while data := backend.recv(65536):
+                client.sendall(data)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            with contextlib.suppress(OSError, ssl.SSLError):
+                client.unwrap()
+            client.close()
+            backend.close()
+
+
+def server_tls(ca: str, cert: str, key: str) -> ssl.SSLContext:
+    """Mutual TLS for the daemon: our certificate, and clients' checked against the CA."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca)
+    context.load_cert_chain(cert, key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def _reason(status: int) -> bytes:

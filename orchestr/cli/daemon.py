@@ -103,7 +103,9 @@ class Daemon:
         insecure_registries: frozenset[str] = frozenset(),
         live_restore: bool = False,
         cgroup_parent: str = "/orchestr",
+        tls: tuple[str, str, str] | None = None,
     ) -> None:
+        self.tls = tls  # (CA, certificate, key) for TCP listeners
         self.live_restore = live_restore
         self.cgroup_parent = cgroup_parent
         self.data_root = os.path.abspath(data_root)
@@ -202,15 +204,31 @@ class Daemon:
         server = Server(router)
         sockets = []
         for host in self.hosts:
-            if not host.startswith("unix://"):
-                raise OrchestrError(
-                    f"{host}: only unix:// sockets are supported yet (TCP needs mutual TLS, "
-                    "which comes later)"
+            if host.startswith("tcp://"):
+                if self.tls is None:
+                    raise OrchestrError(
+                        f"{host}: a TCP listener needs mutual TLS: give --tlsverify "
+                        "--tlscacert CA --tlscert CERT --tlskey KEY"
+                    )
+                from orchestr.api.http import server_tls
+
+                address, _, port = host[len("tcp://") :].rpartition(":")
+                if not port.isdigit():
+                    raise OrchestrError(f"{host}: expected tcp://ADDRESS:PORT")
+                backend = os.path.join(self.exec_root, "tls-backend.sock")
+                if backend not in sockets:
+                    await server.listen_unix(backend, mode=0o600)
+                    sockets.append(backend)
+                await server.listen_tcp(
+                    address.strip("[]"), int(port), server_tls(*self.tls), backend
                 )
+                continue
+            if not host.startswith("unix://"):
+                raise OrchestrError(f"{host}: expected unix:///path or tcp://ADDRESS:PORT")
             path = host[len("unix://") :]
             await server.listen_unix(path)
             sockets.append(path)
-        log.info("orchestr daemon (pid %d) serving on %s", os.getpid(), ", ".join(sockets))
+        log.info("orchestr daemon (pid %d) serving on %s", os.getpid(), ", ".join(self.hosts))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -261,6 +279,10 @@ class Daemon:
     show_default=True,
     help="Parent cgroup of the containers.",
 )
+@click.option("--tlsverify", is_flag=True, help="TCP listeners with mutual TLS (required for TCP).")
+@click.option("--tlscacert", type=click.Path(exists=True, dir_okay=False), help="CA of clients.")
+@click.option("--tlscert", type=click.Path(exists=True, dir_okay=False), help="Our certificate.")
+@click.option("--tlskey", type=click.Path(exists=True, dir_okay=False), help="Our key.")
 @click.option(
     "--live-restore",
     is_flag=True,
@@ -275,6 +297,10 @@ def daemon(
     insecure: tuple[str, ...],
     live_restore: bool,
     cgroup_parent: str,
+    tlsverify: bool,
+    tlscacert: str | None,
+    tlscert: str | None,
+    tlskey: str | None,
 ) -> None:
     """Run the node's daemon in the foreground."""
     debug = bool(getattr(obj, "debug", False))
@@ -285,6 +311,11 @@ def daemon(
     if os.geteuid() != 0:
         raise OrchestrError("the daemon needs root (it mounts, makes namespaces and cgroups)")
     default_host = str(getattr(obj, "host", "unix:///run/orchestr/orchestr.sock"))
+    tls = None
+    if tlsverify:
+        if not (tlscacert and tlscert and tlskey):
+            raise OrchestrError("--tlsverify needs --tlscacert, --tlscert and --tlskey")
+        tls = (tlscacert, tlscert, tlskey)
     d = Daemon(
         data_root,
         exec_root,
@@ -292,5 +323,6 @@ def daemon(
         frozenset(insecure),
         live_restore=live_restore,
         cgroup_parent=cgroup_parent,
+        tls=tls,
     )
     asyncio.run(d.run())

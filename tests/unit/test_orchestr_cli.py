@@ -29,7 +29,7 @@ def test_version_shows_the_host(capsys: pytest.CaptureFixture[str], monkeypatch)
     assert "cannot reach the orchestr daemon" in captured.err and "no such socket" in captured.err
     assert main(["-H", "tcp://n1:2376", "version"]) == 1
     captured = capsys.readouterr()
-    assert "host: tcp://n1:2376" in captured.out and "only unix://" in captured.err
+    assert "host: tcp://n1:2376" in captured.out and "TLS to a tcp:// daemon needs" in captured.err
 
 
 def test_planned_command_says_not_supported_in_one_line(capsys: pytest.CaptureFixture[str]):
