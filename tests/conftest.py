@@ -394,17 +394,18 @@ def _answers(sock: Path) -> bool:
         s.close()
 
 
-def _stop_supervisor(state_dir: Path) -> None:
+def _stop_supervisor(state_dir: Path, exec_root: Path | None = None) -> None:
     """After a test that killed its daemon: stop what the supervisor still runs."""
     import signal
     import time
 
-    pid_file = state_dir / "exec" / "supervisor" / "supervisor.pid"
+    exec_root = exec_root or state_dir / "exec"
+    pid_file = exec_root / "supervisor" / "supervisor.pid"
     try:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
         return
-    remove_containers_under(state_dir / "exec")
+    remove_containers_under(exec_root)
     try:
         os.kill(pid, signal.SIGTERM)
         for _ in range(100):

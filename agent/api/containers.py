@@ -265,6 +265,8 @@ class ContainersApi:
         await self._call(
             self.service.remove, record.id, force=request.flag("force"), volumes=request.flag("v")
         )
+        for exec_id in [e for e, info in self._execs.items() if info["container"] == record.id]:
+            del self._execs[exec_id]  # execs live as long as their container, as in Docker
         return Response(204, b"", None)
 
     async def pause(self, request: Request) -> Response:

@@ -348,6 +348,10 @@ class Server:
         self._connections: set[asyncio.Task[None]] = set()
 
     async def listen_unix(self, path: str, mode: int = 0o660) -> None:
+        if len(os.fsencode(path)) > 107:  # sun_path holds 108 bytes with the NUL
+            raise ValueError(
+                f"{path}: a unix socket path can have at most 107 bytes; choose a shorter directory"
+            )
         os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             if _is_socket(path):

@@ -325,4 +325,7 @@ def daemon(
         cgroup_parent=cgroup_parent,
         tls=tls,
     )
-    asyncio.run(d.run())
+    try:
+        asyncio.run(d.run())
+    except ValueError as e:  # a path or address the kernel will not take
+        raise OrchestrError(str(e)) from None

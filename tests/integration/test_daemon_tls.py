@@ -98,6 +98,7 @@ def tls_daemon(state_dir: Path) -> Iterator[tuple[Daemon, int, Path]]:
     port = free_port()
     sock_dir = Path(tempfile.mkdtemp(prefix=f"{MARKER}-", dir="/tmp"))
     sock = sock_dir / "d.sock"
+    exec_root = sock_dir / "exec"  # short: the TLS proxy's socket lives in it
     log = (state_dir / "daemon.log").open("ab")
     proc = subprocess.Popen(
         [
@@ -106,7 +107,7 @@ def tls_daemon(state_dir: Path) -> Iterator[tuple[Daemon, int, Path]]:
             "--data-root",
             str(state_dir / "data"),
             "--exec-root",
-            str(state_dir / "exec"),
+            str(exec_root),
             "--host",
             f"unix://{sock}",
             "--host",
@@ -140,7 +141,7 @@ def tls_daemon(state_dir: Path) -> Iterator[tuple[Daemon, int, Path]]:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
-        _stop_supervisor(state_dir)
+        _stop_supervisor(state_dir, exec_root)
         _unmount_under(state_dir)
         subprocess.run(["rm", "-rf", str(sock_dir)], check=False)
 
