@@ -350,7 +350,7 @@ def start_daemon(state_dir: Path, sock: Path) -> Iterator[Daemon]:
             "--data-root",
             str(state_dir / "data"),
             "--exec-root",
-            str(state_dir / "exec"),
+            str(sock.parent / "exec"),  # short: sockets live there (sun_path: 107 bytes)
             "--host",
             f"unix://{sock}",
             "--cgroup-parent",
@@ -428,7 +428,7 @@ def daemon(state_dir: Path) -> Iterator[Daemon]:
         with start_daemon(state_dir, sock_dir / "d.sock") as d:
             yield d
     finally:
-        _stop_supervisor(state_dir)
+        _stop_supervisor(state_dir, sock_dir / "exec")
         _unmount_under(state_dir)
         shutil.rmtree(sock_dir, ignore_errors=True)
 
