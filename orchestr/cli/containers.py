@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from orchestr.cli.images import _split_tag, client_of
-from orchestr.cli.output import ProgressView, human_age, print_json, print_table
+from orchestr.cli.common import client_of, split_tag
+from orchestr.cli.output import human_age, print_json, print_table
 from orchestr.client import ApiError, Client, hijack, json_stream
 from orchestr.errors import OrchestrError
 
@@ -160,8 +160,10 @@ def _create(client: Client, body: dict[str, Any], name: str | None) -> str:
     except ApiError as e:
         if e.status != 404 or "No such image" not in str(e):
             raise
+        from orchestr.cli.output import ProgressView
+
         click.echo(f"Unable to find image '{body['Image']}' locally", err=True)
-        repo, tag = _split_tag(body["Image"])
+        repo, tag = split_tag(body["Image"])
         with (
             client.stream(
                 "POST", "/images/create", params={"fromImage": repo, "tag": tag or "latest"}

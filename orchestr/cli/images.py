@@ -15,6 +15,7 @@ from typing import IO, Any
 
 import click
 
+from orchestr.cli.common import client_of, split_tag
 from orchestr.cli.output import (
     ProgressView,
     human_age,
@@ -23,16 +24,8 @@ from orchestr.cli.output import (
     print_table,
     short_id,
 )
-from orchestr.client import Client, connect, json_stream
+from orchestr.client import json_stream
 from orchestr.errors import OrchestrError
-
-DEFAULT_HOST = "unix:///run/orchestr/orchestr.sock"
-
-
-def client_of(ctx: click.Context, timeout: float | None = 60.0) -> Client:
-    obj = ctx.find_root().obj
-    return connect(obj.host, DEFAULT_HOST, timeout=timeout)
-
 
 _format_option = click.option(
     "--format",
@@ -148,18 +141,10 @@ def image_history(ctx: click.Context, name: str, no_trunc: bool, fmt: str) -> No
 @click.pass_context
 def image_tag(ctx: click.Context, source: str, target: str) -> None:
     """Give SOURCE the name TARGET."""
-    repo, tag = _split_tag(target)
+    repo, tag = split_tag(target)
     params = {"repo": repo, **({"tag": tag} if tag else {})}
     with client_of(ctx) as client:
         client.request("POST", f"/images/{source}/tag", params=params)
-
-
-def _split_tag(name: str) -> tuple[str, str | None]:
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        return name[:colon], name[colon + 1 :]
-    return name, None
 
 
 @image.command("rm")
@@ -231,7 +216,7 @@ def _file_chunks(f: IO[bytes]) -> Iterator[bytes]:
 def image_import(ctx: click.Context, source: str, name: str) -> None:
     """Make a one-layer image NAME[:TAG] from a root file system (a tarball, a directory,
     or - for a tarball on stdin)."""
-    repo, tag = _split_tag(name)
+    repo, tag = split_tag(name)
     params = {"fromSrc": "-", "repo": repo, **({"tag": tag} if tag else {})}
     with tempfile.TemporaryFile() as spool:
         if source == "-":
@@ -377,7 +362,7 @@ def _split_digest_or_tag(name: str) -> tuple[str, str | None]:
     if "@" in name:
         repo, _, digest = name.partition("@")
         return repo, digest
-    return _split_tag(name)
+    return split_tag(name)
 
 
 @click.command("push")
@@ -396,7 +381,7 @@ def push(
     insecure: bool,
 ) -> None:
     """Push an image to its registry."""
-    repo, tag = _split_tag(name)
+    repo, tag = split_tag(name)
     with (
         client_of(ctx, timeout=None) as client,
         client.stream(

@@ -10,14 +10,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-)
 
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
 
@@ -80,6 +72,9 @@ class ProgressView:
     live: a bar per layer on a terminal, one line per finished step otherwise."""
 
     def __init__(self, quiet: bool = False) -> None:
+        from rich.console import Console  # rich only where progress is shown
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
         self.quiet = quiet
         self.console = Console(stderr=False)
         self.live = self.console.is_terminal and not quiet
@@ -90,7 +85,7 @@ class ProgressView:
             console=self.console,
             transient=False,
         )
-        self.tasks: dict[str, TaskID] = {}
+        self.tasks: dict[str, Any] = {}
         self.aux: list[dict[str, Any]] = []
 
     def __enter__(self) -> ProgressView:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from orchestr.cli.images import client_of
+from orchestr.cli.common import client_of
 from orchestr.cli.output import human_size, print_json, print_table
 from orchestr.errors import OrchestrError
 
