@@ -36,6 +36,7 @@ from agent.containers.records import NameConflict, NotFound, Record, Records, no
 from agent.containers.spec import ContainerSpec, SpecError, check_name, oci_config, parse_create
 from agent.events import EventBus
 from agent.images.service import ImageService
+from agent.network import driver_for
 from agent.runtime.runtime import Runtime
 from agent.snapshots import chain_id, mount_all, unmount
 
@@ -130,13 +131,7 @@ class ContainerService:
             name = check_name(name)
         image = self.images.find(spec.image)
         chain = self._unpack(image)
-        warnings = []
-        if spec.network_mode in ("default", "bridge"):
-            warnings.append(
-                "bridge networking is not supported yet: the container gets its own network "
-                "namespace with only a loopback interface (use --network host to share the "
-                "node's)"
-            )
+        warnings = list(driver_for(spec.network_mode).endpoint("", "").warnings)
         with self.records.lock:
             container_id = self.records.new_id()
             final_name = self.records.claim_name(name, container_id)
@@ -269,19 +264,10 @@ class ContainerService:
         """The container's own mounts: /etc files, binds, volumes, tmpfs."""
         etc = os.path.join(directory, "etc")
         os.makedirs(etc, exist_ok=True)
-        host_network = spec.network_mode == "host"
-        hostname = os.uname().nodename if host_network else record.hostname
-        _write(os.path.join(etc, "hostname"), hostname + "\n")
-        hosts = (
-            _read("/etc/hosts")
-            if host_network
-            else (
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                f"127.0.1.1\t{record.hostname}\n"
-            )
-        )
-        _write(os.path.join(etc, "hosts"), hosts)
-        _write(os.path.join(etc, "resolv.conf"), _read("/etc/resolv.conf"))
+        endpoint = driver_for(spec.network_mode).endpoint(record.id, record.hostname)
+        _write(os.path.join(etc, "hostname"), endpoint.hostname + "\n")
+        _write(os.path.join(etc, "hosts"), endpoint.hosts)
+        _write(os.path.join(etc, "resolv.conf"), endpoint.resolv_conf)
         out: list[dict[str, Any]] = []
         shown: list[dict[str, Any]] = []
         for name in ("hostname", "hosts", "resolv.conf"):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.images.bundle import DOCKER_DEFAULT_CAPS, Overrides, runtime_config
+from agent.network import Endpoint, NetworkError, driver_for
 from agent.runtime import specopts as so
 
 __all__ = ["ContainerSpec", "Mount", "RestartPolicy", "SpecError", "oci_config", "parse_create"]
@@ -241,11 +242,10 @@ def parse_create(body: object) -> ContainerSpec:
     if auto_remove and name not in ("", "no"):
         raise SpecError("can't create 'AutoRemove' container with restart policy")
     network = host.get("NetworkMode") or "default"
-    if network not in ("default", "bridge", "none", "host"):
-        raise SpecError(
-            f"HostConfig.NetworkMode: {network} networks are not supported yet "
-            "(default, none and host are)"
-        )
+    try:
+        driver_for(network)
+    except NetworkError as e:
+        raise SpecError(str(e)) from None
     log = host.get("LogConfig") or {}
     log_type = log.get("Type") or "json-file"
     if log_type not in ("json-file", "local"):
@@ -331,8 +331,11 @@ def oci_config(
     hostname: str,
     mounts: list[dict[str, Any]],
     cgroups_path: str,
+    endpoint: Endpoint | None = None,
 ) -> dict[str, Any]:
-    """The bundle's config.json: the image config under the spec, Docker's defaults."""
+    """The bundle's config.json: the image config under the spec, Docker's defaults,
+    and the network its driver described (`endpoint`; default: the spec's mode's)."""
+    endpoint = endpoint or driver_for(spec.network_mode).endpoint("", hostname)
     overrides = Overrides(
         cmd=spec.cmd,
         entrypoint=spec.entrypoint,
@@ -346,8 +349,11 @@ def oci_config(
     config: dict[str, Any] = runtime_config(image_config, overrides, rootfs, root_path=rootfs)
     caps = capabilities(spec)
     opts: list[so.SpecOpt] = [so.with_capabilities(caps), so.with_cgroups_path(cgroups_path)]
-    if spec.network_mode == "host":
+    if endpoint.namespace == "host":
         opts.append(so.without_namespace("network"))
+    elif endpoint.namespace != "new":
+        opts.append(so.with_namespace("network", endpoint.namespace))
+    if endpoint.share_uts:
         opts.append(so.without_namespace("uts"))
     if spec.memory:
         swap = spec.memory_swap if spec.memory_swap else spec.memory * 2
@@ -369,7 +375,7 @@ def oci_config(
     config = dict(so.build(config, *opts))
     process: dict[str, Any] = config["process"]
     process["noNewPrivileges"] = spec.no_new_privileges
-    if spec.network_mode == "host":
+    if endpoint.share_uts:
         config.pop("hostname", None)
     if spec.seccomp:
         from agent.runtime.linux.seccomp_default import default_profile

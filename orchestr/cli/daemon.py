@@ -129,6 +129,20 @@ class Daemon:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._pid_fd = fd
 
+    def _check_socket_paths(self) -> None:
+        """Before anything starts: every unix socket this daemon will make must fit in
+        sun_path (107 bytes), or it would fail half-way with the supervisor running."""
+        paths = [h[len("unix://") :] for h in self.hosts if h.startswith("unix://")]
+        paths.append(os.path.join(self.exec_root, "supervisor.sock"))
+        if any(h.startswith("tcp://") for h in self.hosts):
+            paths.append(os.path.join(self.exec_root, "tls-backend.sock"))
+        for path in paths:
+            if len(os.fsencode(path)) > 107:
+                raise OrchestrError(
+                    f"{path}: a unix socket path can have at most 107 bytes; choose a shorter "
+                    "--exec-root or --host"
+                )
+
     async def run(self) -> None:
         from agent.api.containers import ContainersApi
         from agent.api.images import ImagesApi
@@ -142,6 +156,7 @@ class Daemon:
         from agent.volumes import VolumeStore
         from orchestr.api.http import Router, Server
 
+        self._check_socket_paths()
         os.makedirs(self.data_root, mode=0o711, exist_ok=True)
         os.makedirs(self.exec_root, mode=0o711, exist_ok=True)
         self._lock_pid_file()
