@@ -81,15 +81,23 @@ class Records:
     def dir(self, container_id: str) -> str:
         return os.path.join(self.root, container_id)
 
-    def save(self, record: Record) -> None:
+    def save(self, record: Record, *, durable: bool = False) -> None:
+        """Write the record atomically (temp file, rename): whole through any crash.
+
+        `durable` also fsyncs, for what cannot be found again (a new container's
+        configuration). State changes (running, exited, pid) are not fsynced: after a
+        power loss they may be older than the truth, and the daemon's start brings them
+        up to date from the supervisor anyway (`ContainerService.recover`).
+        """
         directory = self.dir(record.id)
         os.makedirs(directory, mode=0o710, exist_ok=True)
         path = os.path.join(directory, "container.json")
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(dataclasses.asdict(record), f)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
         with self.lock:
             self._by_id[record.id] = record

@@ -147,7 +147,7 @@ class ContainerService:
                 hostname=spec.hostname or container_id[:12],
                 log_path=os.path.join(directory, f"{container_id}-json.log"),
             )
-            self.records.save(record)
+            self.records.save(record, durable=True)
         self._event(record, "create")
         return record, warnings
 
