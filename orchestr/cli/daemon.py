@@ -132,6 +132,12 @@ class Daemon:
     def _check_socket_paths(self) -> None:
         """Before anything starts: every unix socket this daemon will make must fit in
         sun_path (107 bytes), or it would fail half-way with the supervisor running."""
+        for host in self.hosts:
+            if host.startswith("tcp://") and self.tls is None:
+                raise OrchestrError(
+                    f"{host}: a TCP listener needs mutual TLS: give --tlsverify "
+                    "--tlscacert CA --tlscert CERT --tlskey KEY"
+                )
         paths = [h[len("unix://") :] for h in self.hosts if h.startswith("unix://")]
         paths.append(os.path.join(self.exec_root, "supervisor.sock"))
         if any(h.startswith("tcp://") for h in self.hosts):

@@ -228,7 +228,7 @@ def test_tcp_without_tls_is_refused(state_dir: Path) -> None:
             "--data-root",
             str(state_dir / "data"),
             "--exec-root",
-            str(state_dir / "exec"),
+            str(Path(tempfile.gettempdir()) / f"{MARKER}-never-made"),
             "--host",
             "tcp://127.0.0.1:1",
         ],
