@@ -4,9 +4,7 @@ through the daemon's Engine API, as the docker CLI does them."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import struct
 import sys
 import threading
 from collections.abc import Iterator
@@ -14,19 +12,10 @@ from typing import Any
 
 import click
 
-from orchestr.cli.common import client_of, split_tag
+from orchestr.cli.common import Demux, client_of, filters_param, format_option, split_tag
 from orchestr.cli.output import human_age, print_json, print_table
 from orchestr.client import ApiError, Client, hijack, json_stream
 from orchestr.errors import OrchestrError
-
-_format_option = click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
 
 
 def _pairs(items: tuple[str, ...]) -> list[str]:
@@ -288,24 +277,16 @@ def _pump_stdin(sock: Any, half_close: bool = True) -> None:
 
 def _demux(sock: Any, pending: bytes) -> None:
     """Docker's multiplexed frames to our stdout and stderr."""
-    out = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
-    buffer = pending
+    demux = Demux()
+    demux.feed(pending)
     while True:
-        while len(buffer) >= 8:
-            stream, length = struct.unpack(">BxxxI", buffer[:8])
-            if len(buffer) < 8 + length:
-                break
-            target = out.get(stream, sys.stdout.buffer)
-            target.write(buffer[8 : 8 + length])
-            target.flush()
-            buffer = buffer[8 + length :]
         try:
             chunk = sock.recv(65536)
         except OSError:
             return
         if not chunk:
             return
-        buffer += chunk
+        demux.feed(chunk)
 
 
 @click.command("exec", context_settings={"allow_interspersed_args": False})
@@ -365,19 +346,13 @@ def _hijack_exec(client: Client, exec_id: str, tty: bool) -> tuple[Any, bytes]:
 @click.option("-q", "--quiet", is_flag=True, help="Only IDs.")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE")
 @click.option("--no-trunc", is_flag=True)
-@_format_option
+@format_option
 @click.pass_context
 def ps(
     ctx: click.Context, all_: bool, quiet: bool, filters: tuple[str, ...], no_trunc: bool, fmt: str
 ) -> None:
     """List containers."""
-    grouped: dict[str, dict[str, bool]] = {}
-    for f in filters:
-        key, eq, value = f.partition("=")
-        if not eq:
-            raise click.BadParameter(f"{f!r}: expected KEY=VALUE", param_hint="--filter")
-        grouped.setdefault(key, {})[value] = True
-    params = {"all": int(all_), **({"filters": json.dumps(grouped)} if grouped else {})}
+    params = {"all": int(all_), **filters_param(filters)}
     with client_of(ctx) as client:
         containers = client.json("GET", "/containers/json", params=params)
     if fmt == "json":
@@ -434,18 +409,9 @@ def logs(
         client_of(ctx, timeout=None) as client,
         client.stream("GET", f"/containers/{container}/logs", params=params) as response,
     ):
-        out = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
-        buffer = b""
+        demux = Demux()
         for chunk in response.iter_bytes():
-            buffer += chunk
-            while len(buffer) >= 8:
-                stream, length = struct.unpack(">BxxxI", buffer[:8])
-                if len(buffer) < 8 + length:
-                    break
-                target = out.get(stream, sys.stdout.buffer)
-                target.write(buffer[8 : 8 + length])
-                target.flush()
-                buffer = buffer[8 + length :]
+            demux.feed(chunk)
 
 
 def _each(

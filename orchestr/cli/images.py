@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import click
 
-from orchestr.cli.common import client_of, split_tag
+from orchestr.cli.common import client_of, filters_param, format_option, split_tag
 from orchestr.cli.output import (
     ProgressView,
     human_age,
@@ -26,15 +26,6 @@ from orchestr.cli.output import (
 )
 from orchestr.client import json_stream
 from orchestr.errors import OrchestrError
-
-_format_option = click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
 
 
 @click.group("image")
@@ -50,7 +41,7 @@ def image() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
 @click.option("--digests", is_flag=True, help="Show digests.")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE")
-@_format_option
+@format_option
 @click.pass_context
 def image_ls(
     ctx: click.Context,
@@ -61,15 +52,7 @@ def image_ls(
     fmt: str,
 ) -> None:
     """List images."""
-    query: dict[str, Any] = {}
-    if filters:
-        grouped: dict[str, dict[str, bool]] = {}
-        for f in filters:
-            key, eq, value = f.partition("=")
-            if not eq:
-                raise click.BadParameter(f"{f!r}: expected KEY=VALUE", param_hint="--filter")
-            grouped.setdefault(key, {})[value] = True
-        query["filters"] = json.dumps(grouped)
+    query: dict[str, Any] = filters_param(filters)
     with client_of(ctx) as client:
         images = client.json("GET", "/images/json", params=query)
     if fmt == "json":
@@ -111,7 +94,7 @@ def image_inspect(ctx: click.Context, names: tuple[str, ...]) -> None:
 @image.command("history")
 @click.argument("name")
 @click.option("--no-trunc", is_flag=True, help="Do not truncate the output.")
-@_format_option
+@format_option
 @click.pass_context
 def image_history(ctx: click.Context, name: str, no_trunc: bool, fmt: str) -> None:
     """Show the layers an image was made of, newest first."""

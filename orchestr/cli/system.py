@@ -9,22 +9,13 @@ from typing import Any
 
 import click
 
-from orchestr.cli.common import client_of
+from orchestr.cli.common import client_of, filters_param, format_option
 from orchestr.cli.output import human_size, print_json, print_table
 from orchestr.client import ApiError, json_stream
 
-_format_option = click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
-
 
 @click.command("info")
-@_format_option
+@format_option
 @click.pass_context
 def info(ctx: click.Context, fmt: str) -> None:
     """What the daemon says of itself and the node."""
@@ -59,7 +50,7 @@ def system() -> None:
 
 
 @system.command("df")
-@_format_option
+@format_option
 @click.pass_context
 def df(ctx: click.Context, fmt: str) -> None:
     """Disk usage of images, containers and volumes."""
@@ -108,20 +99,16 @@ def df(ctx: click.Context, fmt: str) -> None:
 @click.option("--since")
 @click.option("--until")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE")
-@_format_option
+@format_option
 @click.pass_context
 def events(
     ctx: click.Context, since: str | None, until: str | None, filters: tuple[str, ...], fmt: str
 ) -> None:
     """Show the daemon's events as they happen."""
-    grouped: dict[str, dict[str, bool]] = {}
-    for f in filters:
-        key, _, value = f.partition("=")
-        grouped.setdefault(key, {})[value] = True
     params: dict[str, Any] = {
         **({"since": since} if since else {}),
         **({"until": until} if until else {}),
-        **({"filters": json.dumps(grouped)} if grouped else {}),
+        **filters_param(filters),
     }
     with (
         client_of(ctx, timeout=None) as client,
@@ -214,7 +201,7 @@ def top(ctx: click.Context, container: str, ps_args: tuple[str, ...]) -> None:
 @click.command("stats")
 @click.argument("containers", nargs=-1)
 @click.option("--no-stream", is_flag=True, help="One reading, then exit.")
-@_format_option
+@format_option
 @click.pass_context
 def stats(ctx: click.Context, containers: tuple[str, ...], no_stream: bool, fmt: str) -> None:
     """CPU, memory and process counts of containers (one reading with --no-stream)."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from orchestr.cli.common import client_of
+from orchestr.cli.common import client_of, format_option
 from orchestr.cli.output import human_size, print_json, print_table
 from orchestr.errors import OrchestrError
 
@@ -77,14 +77,7 @@ def volume_create(
     metavar="KEY=VALUE",
     help="name=, label=KEY[=VALUE], dangling=true|false, driver=.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+@format_option
 @click.pass_context
 def volume_ls(ctx: click.Context, quiet: bool, filters: tuple[str, ...], fmt: str) -> None:
     """List volumes."""
