@@ -10,8 +10,9 @@ from typing import Any
 import click
 
 from orchestr.cli.common import client_of, filters_param, format_option
+from orchestr.cli.containers import _each
 from orchestr.cli.output import human_size, print_json, print_table
-from orchestr.client import ApiError, json_stream
+from orchestr.client import json_stream
 
 
 @click.command("info")
@@ -156,26 +157,12 @@ def prune(ctx: click.Context, all_: bool, volumes: bool, force: bool) -> None:
     click.echo(f"Total reclaimed space: {human_size(reclaimed)}")
 
 
-def _each(ctx: click.Context, containers: tuple[str, ...], path: str) -> None:
-    failed = False
-    with client_of(ctx) as client:
-        for c in containers:
-            try:
-                client.request("POST", path.format(c))
-                click.echo(c)
-            except ApiError as e:
-                click.echo(f"orchestr: {e}", err=True)
-                failed = True
-    if failed:
-        sys.exit(1)
-
-
 @click.command("pause")
 @click.argument("containers", nargs=-1, required=True)
 @click.pass_context
 def pause(ctx: click.Context, containers: tuple[str, ...]) -> None:
     """Freeze every process of containers."""
-    _each(ctx, containers, "/containers/{}/pause")
+    _each(ctx, containers, "POST", "/containers/{}/pause")
 
 
 @click.command("unpause")
@@ -183,7 +170,7 @@ def pause(ctx: click.Context, containers: tuple[str, ...]) -> None:
 @click.pass_context
 def unpause(ctx: click.Context, containers: tuple[str, ...]) -> None:
     """Thaw paused containers."""
-    _each(ctx, containers, "/containers/{}/unpause")
+    _each(ctx, containers, "POST", "/containers/{}/unpause")
 
 
 @click.command("top")
