@@ -38,6 +38,7 @@ class ContainersApi:
         # Clients attached before start: (go, connected) per client; start sets `go`, the
         # attach connects to the supervisor and sets `connected`, then start goes on.
         self._parked: dict[str, list[tuple[asyncio.Future[None], asyncio.Future[None]]]] = {}
+        self._preparing: set[str] = set()  # containers whose start is preparing
         r = self.router = Router()
         r.route("POST", "/containers/create")(self.create)
         r.route("GET", "/containers/json")(self.list_containers)
@@ -231,7 +232,17 @@ class ContainersApi:
         record = await self._record(request)
         if record.running:
             return Response(304, b"", None)
-        prepared = await self._call(self.service.prepare_start, record.id)
+        self._preparing.add(record.id)
+        try:
+            prepared = await self._call(self.service.prepare_start, record.id)
+        except BaseException as e:
+            for go, _ in self._parked.pop(record.id, []):  # nothing to attach to: end them
+                if not go.done():
+                    go.set_exception(HttpError(409, f"the container did not start: {e}"))
+            raise
+        finally:
+            self._preparing.discard(record.id)
+        # From here on the supervisor has the container: a later attach connects at once.
         connected = []
         for go, ready in self._parked.pop(record.id, []):
             if not go.done():
@@ -589,13 +600,13 @@ class ContainersApi:
             raise HttpError(501, "attach with logs=1 is not supported yet; use /logs")
         if not request.flag("stream"):
             raise HttpError(400, "attach without stream=1 is not supported")
-        if record.status in ("exited", "dead") and not record.running:
-            raise HttpError(409, "You cannot attach to a stopped container, start it first")
         leftover, reader, writer = await request.hijack(RAW if spec.tty else MULTIPLEXED)
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         try:
-            if not record.running:
+            # Park until start has the container in the supervisor: before any start, or
+            # while one is preparing. (A start past that point has the container there.)
+            if record.id in self._preparing or record.status in ("created", "exited"):
                 go: asyncio.Future[None] = loop.create_future()
                 self._parked.setdefault(record.id, []).append((go, ready))
                 await go

@@ -383,3 +383,12 @@ def test_exec_and_terminals(busybox: Daemon) -> None:
     ).stdout
     assert "/dev/pts/" in tty_run and "done" in tty_run
     docker_cli(busybox, "rm", "-f", "host1")
+
+
+def test_create_then_start_attached(busybox: Daemon) -> None:
+    cid = docker_cli(busybox, "create", "--name", "later", "busybox", "echo", "started later")
+    assert len(cid.stdout.strip()) == 64
+    assert docker_cli(busybox, "start", "-a", "later").stdout == "started later\n"
+    assert docker_cli(busybox, "start", "-a", "later").stdout == "started later\n"  # again
+    assert docker_cli(busybox, "logs", "later").stdout == "started later\nstarted later\n"
+    docker_cli(busybox, "rm", "later")
