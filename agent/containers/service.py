@@ -618,6 +618,17 @@ class ContainerService:
                     log.warning("supervisor events: %s", e)
             stop.wait(0.5)
 
+    def make_cgroup_parent(self) -> None:
+        """Make the containers' parent cgroup once, at daemon start: a parent the runtime
+        finds already there is not made again and removed for every container (11
+        mkdir/rmdir pairs per container on cgroup v1)."""
+        from agent.runtime.linux.cgroups import Cgroup
+
+        try:
+            Cgroup.at(self.cgroup_parent).create({})
+        except OSError as e:
+            log.warning("cgroup parent %s: %s", self.cgroup_parent, e)
+
     def remove_cgroup_parent(self) -> None:
         """Remove the (empty) parent cgroup of the containers, in every hierarchy."""
         for root, dirs, _ in os.walk("/sys/fs/cgroup"):

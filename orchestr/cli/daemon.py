@@ -191,6 +191,7 @@ class Daemon:
             events=events,
         )
         volumes.in_use = containers.volumes_in_use
+        containers.make_cgroup_parent()
         watching = threading.Event()
         recovered = threading.Event()
         watcher = threading.Thread(
