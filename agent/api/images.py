@@ -233,10 +233,9 @@ class ImagesApi:
         if any("Deleted" in a for a in answer) and not request.flag("noprune"):
             await self._call(self.service.collect)
         for item in answer:
-            for action, actor in item.items():
-                self.events.publish(
-                    "image", action.lower().replace("deleted", "delete"), actor, {"name": actor}
-                )
+            for key, actor in item.items():  # Docker's actions: untag, delete
+                action = {"Untagged": "untag", "Deleted": "delete"}.get(key, key.lower())
+                self.events.publish("image", action, actor, {"name": actor})
         return json_response(answer)
 
     async def prune(self, request: Request) -> Response:
