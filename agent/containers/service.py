@@ -38,7 +38,7 @@ from agent.events import EventBus
 from agent.images.service import ImageService
 from agent.network import driver_for
 from agent.runtime.runtime import Runtime
-from agent.snapshots import chain_id, mount_all, unmount
+from agent.snapshots import mount_all, unmount
 
 log = logging.getLogger("orchestr.containers")
 
@@ -130,7 +130,7 @@ class ContainerService:
         if name:
             name = check_name(name)
         image = self.images.find(spec.image)
-        chain = self._unpack(image)
+        chain = self.images.unpack(image)
         warnings = list(driver_for(spec.network_mode).endpoint("", "").warnings)
         with self.records.lock:
             container_id = self.records.new_id()
@@ -150,14 +150,6 @@ class ContainerService:
             self.records.save(record, durable=True)
         self._event(record, "create")
         return record, warnings
-
-    def _unpack(self, image: Any) -> str | None:
-        chain: str | None = None
-        for layer, diff_id in zip(image.layers, image.diff_ids, strict=True):
-            with self.images.content.open(layer.digest) as blob:
-                chain = self.images.snapshots.unpack(chain, blob, layer.media_type, diff_id)
-        expected = chain_id(image.diff_ids)
-        return expected[-1] if expected else None
 
     # -- start
 
@@ -696,14 +688,6 @@ def _write(path: str, text: str) -> None:
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def _parse_time(text: str) -> float:

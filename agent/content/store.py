@@ -450,6 +450,9 @@ class Writer:
         """Bytes in the ingest so far: where a resumed download continues."""
         return self._offset
 
+    def flush(self) -> None:
+        """Nothing to do (commit() flushes): lets a Writer be a file for GzipFile."""
+
     def write(self, chunk: bytes | bytearray | memoryview) -> int:
         self._check_open()
         n = memoryview(chunk).nbytes

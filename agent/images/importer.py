@@ -22,7 +22,7 @@ import tempfile
 import time
 from typing import IO, cast
 
-from agent.content import ContentStore, Descriptor, Digest, Writer
+from agent.content import ContentStore, Descriptor, Digest
 from agent.images import media
 from agent.images.leases import Lease, LeaseManager, leases_for
 from agent.images.reference import Reference
@@ -116,7 +116,7 @@ def _import(
         raw.seek(0)
         with content.writer(media_type=media.OCI_LAYER_GZIP) as w:
             # mtime=0: the same tree compresses to the same blob.
-            with gzip.GzipFile(fileobj=_WriterFile(w), mode="wb", mtime=0, compresslevel=6) as gz:
+            with gzip.GzipFile(fileobj=w, mode="wb", mtime=0, compresslevel=6) as gz:
                 shutil.copyfileobj(raw, gz, 1 << 20)
             layer = w.commit(before=lambda d: lease.add_blob(d, media.OCI_LAYER_GZIP))
     layer = layer.model_copy(update={"media_type": media.OCI_LAYER_GZIP})
@@ -145,16 +145,3 @@ def _put_json(content: ContentStore, lease: Lease, doc: object, media_type: str)
     lease.add_blob(Digest.of(data), media_type)  # before the blob can be (or is found) there
     desc = content.put(data)
     return desc.model_copy(update={"media_type": media_type})
-
-
-class _WriterFile:
-    """A write-only file object over a content Writer, for GzipFile."""
-
-    def __init__(self, writer: Writer) -> None:
-        self._writer = writer
-
-    def write(self, data: bytes) -> int:
-        return self._writer.write(data)
-
-    def flush(self) -> None:
-        pass

@@ -19,7 +19,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +94,21 @@ def _parse_time(text: str) -> float:
 
 def _rfc3339(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e9):09d}Z"
+
+
+def unpack_layers(
+    content: ContentStore,
+    snapshots: OverlaySnapshotter,
+    layers: Sequence[tuple[str, str]],
+    diff_ids: Sequence[str],
+) -> str | None:
+    """The snapshot chain of an image's layers ((digest, media type) pairs, bottom
+    first), unpacking the ones not unpacked yet; None for an image without layers."""
+    chain: str | None = None
+    for (digest, media_type), diff_id in zip(layers, diff_ids, strict=True):
+        with content.open(digest) as blob:
+            chain = snapshots.unpack(chain, blob, media_type, diff_id)
+    return chain
 
 
 class ImageService:
@@ -175,6 +190,11 @@ class ImageService:
             if len(hits) > 1:
                 raise ImageNotFound(f"{name_or_id}: ambiguous image ID prefix")
         raise ImageNotFound(f"No such image: {name_or_id}")
+
+    def unpack(self, record: ImageRecord) -> str | None:
+        """The image's snapshot chain, unpacked where needed."""
+        layers = [(str(layer.digest), layer.media_type) for layer in record.layers]
+        return unpack_layers(self.content, self.snapshots, layers, record.diff_ids)
 
     # -- Docker's shapes -----------------------------------------------------------------
 

@@ -63,6 +63,7 @@ from agent.images.importer import platform_architecture
 from agent.images.leases import Lease, LeaseManager, leases_for
 from agent.images.platform import missing_platform, pick_manifest
 from agent.images.reference import parse as parse_reference
+from agent.images.service import unpack_layers
 from agent.images.store import ImageNotFound, ImageStore
 from agent.snapshots import OverlaySnapshotter, chain_id, mount_all, next_chain_id, unmount
 
@@ -301,11 +302,8 @@ class Builder:
         if self._lease is not None:  # kept from the collector while the build mounts them
             for held in chain_id(image.diff_ids):
                 self._lease.add_snapshot(held)
-        chain: str | None = None
-        for layer, diff_id in zip(image.layers, image.diff_ids, strict=True):
-            with self.content.open(layer["digest"]) as blob:
-                chain = self.snapshots.unpack(chain, blob, layer["mediaType"], diff_id)
-        return chain
+        layers = [(str(layer["digest"]), str(layer["mediaType"])) for layer in image.layers]
+        return unpack_layers(self.content, self.snapshots, layers, image.diff_ids)
 
     @contextlib.contextmanager
     def readonly(self, image: _Image) -> Iterator[str]:

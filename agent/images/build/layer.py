@@ -143,7 +143,7 @@ def commit_layer(
     writer: Writer
     with content.writer(media_type=media.OCI_LAYER_GZIP) as writer:
         # mtime=0: the same change compresses to the same blob.
-        with gzip.GzipFile(fileobj=_BlobFile(writer), mode="wb", mtime=0, compresslevel=6) as gz:
+        with gzip.GzipFile(fileobj=writer, mode="wb", mtime=0, compresslevel=6) as gz:
             tar_out = _TarOut(gz)  # type: ignore[arg-type]
             entries = write_diff(upper, tar_out)  # type: ignore[arg-type]
         layer = writer.commit(
@@ -151,16 +151,3 @@ def commit_layer(
         )
     diff_id = "sha256:" + tar_out.hash.hexdigest()
     return layer.model_copy(update={"media_type": media.OCI_LAYER_GZIP}), diff_id, entries
-
-
-class _BlobFile:
-    """A write-only file object over a content Writer."""
-
-    def __init__(self, writer: Writer) -> None:
-        self._writer = writer
-
-    def write(self, data: bytes) -> int:
-        return self._writer.write(data)
-
-    def flush(self) -> None:
-        pass
