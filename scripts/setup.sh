@@ -14,6 +14,9 @@ packages=(
   docker-registry  # a registry on loopback for pull/push tests
   openssl          # certificates for the mutual-TLS tests
   hyperfine        # bench/
+  nftables         # published ports, masquerade and isolation rules (nft -f -)
+  bind9-dnsutils   # dig: the real resolver client of the DNS tests
+  iperf3           # bench/: network throughput
 )
 missing=()
 for p in "${packages[@]}"; do
