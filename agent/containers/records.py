@@ -57,6 +57,9 @@ class NameConflict(Exception):
     pass
 
 
+REMOVED = ".removed-"  # the prefix of a removed container's directory until it is deleted
+
+
 class NotFound(LookupError):
     pass
 
@@ -70,6 +73,8 @@ class Records:
         self.lock = threading.RLock()
         self._by_id: dict[str, Record] = {}
         for entry in sorted(os.listdir(root)):
+            if entry.startswith(REMOVED):
+                continue
             path = os.path.join(root, entry, "container.json")
             try:
                 with open(path) as f:
@@ -105,6 +110,27 @@ class Records:
     def forget(self, container_id: str) -> None:
         with self.lock:
             self._by_id.pop(container_id, None)
+
+    def discard(self, container_id: str) -> str:
+        """Forget the record and move its directory aside (one rename): the container
+        is gone for everyone at once; the caller deletes the directory afterwards
+        (`removed` finds what a crash left)."""
+        aside = os.path.join(self.root, REMOVED + container_id)
+        with self.lock:
+            try:
+                os.rename(self.dir(container_id), aside)
+            except FileNotFoundError:
+                pass
+            self._by_id.pop(container_id, None)
+        return aside
+
+    def removed(self) -> list[str]:
+        """Directories of removed containers not deleted yet."""
+        return [
+            os.path.join(self.root, entry)
+            for entry in sorted(os.listdir(self.root))
+            if entry.startswith(REMOVED)
+        ]
 
     def all(self) -> list[Record]:
         with self.lock:

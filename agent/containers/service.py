@@ -373,25 +373,26 @@ class ContainerService:
             if record.status not in ("running", "starting"):
                 return  # seen already (an event and a catch-up both report it)
             started = _parse_time(record.started_at)
+            spec = self.spec(record)
             record.status = "exited"
             record.pid = 0
             record.exit_code = exit_code if exit_code is not None else 255
             record.oom_killed = oom_killed
             record.finished_at = now_rfc3339()
             record.exits += 1
-            self.records.save(record)
+            if not spec.auto_remove:  # removed next: after a crash, recover() does it
+                self.records.save(record)
             self.changed.notify_all()
         if oom_killed:
             self._event(record, "oom")
         self._event(record, "die", exitCode=str(record.exit_code))
-        with contextlib.suppress(Exception):
-            self.supervisor.delete(container_id, force=True)
-        self._unmount_rootfs(record)
-        spec = self.spec(record)
         if spec.auto_remove:
             with contextlib.suppress(Exception):
                 self.remove(container_id, force=True)
             return
+        with contextlib.suppress(Exception):
+            self.supervisor.delete(container_id, force=True)
+        self._unmount_rootfs(record)
         if restart.should_restart(
             spec.restart, record.exit_code, record.restart_count, record.manually_stopped
         ):
@@ -529,20 +530,29 @@ class ContainerService:
             self._wait_exit(record, record.exits, 30)
         with self.changed:
             record.status = "removing"
+            aside = self.records.discard(record.id)
+            self.changed.notify_all()
+        self._event(record, "destroy")
+        # Gone for the user now (name free, waiters answered); the node's part follows.
         with contextlib.suppress(Exception):
             self.supervisor.delete(record.id, force=True)
-        self._unmount_rootfs(record)
+        self._delete_removed(aside)
         if volumes and self.volumes is not None:
             for m in record.mounts:
                 if m.get("Type") == "volume" and m.get("Name"):
                     with contextlib.suppress(Exception):
                         if self.volumes.get(str(m["Name"])).anonymous:
                             self.volumes.remove(str(m["Name"]), force=True)
-        shutil.rmtree(self.records.dir(record.id), ignore_errors=True)
-        with self.changed:
-            self.records.forget(record.id)
-            self.changed.notify_all()
-        self._event(record, "destroy")
+
+    def _delete_removed(self, directory: str) -> None:
+        """Unmount a removed container's root and delete its directory."""
+        rootfs = os.path.join(directory, "bundle", "rootfs")
+        if os.path.ismount(rootfs):
+            try:
+                unmount(rootfs)
+            except OSError:
+                unmount(rootfs, detach=True)
+        shutil.rmtree(directory, ignore_errors=True)
 
     def wait(
         self, ref: str, condition: str = "not-running", cancel: threading.Event | None = None
@@ -641,6 +651,11 @@ class ContainerService:
         except Exception as e:
             log.warning("the supervisor did not answer: %s", e)
             known = {}
+        for directory in self.records.removed():  # removals a crash cut short
+            self._delete_removed(directory)
+        for cid in known.keys() - {record.id for record in self.records.all()}:
+            with contextlib.suppress(Exception):  # the container of a cut-short removal
+                self.supervisor.delete(cid, force=True)
         for record in self.records.all():
             state = known.get(record.id)
             if record.status in ("running", "starting", "restarting"):

@@ -97,6 +97,13 @@ def _validate(doc: object, schema_name: str) -> None:
         raise SchemaError(_path_str(path), reason, _source(schema_name))
 
 
+def preload() -> None:
+    """Read every schema file now (they are cached for the process and its forks)."""
+    for name in sorted(os.listdir(SCHEMA_DIR)):
+        if name.endswith(".json"):
+            _load(name)
+
+
 def _source(schema_name: str) -> str:
     """The document a schema is for: config-schema.json -> config.json."""
     return schema_name.replace("-schema", "")

@@ -2,7 +2,7 @@
 
 `check_process` validates the OCI process object of an `exec_create`;
 `window_size` validates a resize request and `winsize` packs it for
-TIOCSWINSZ; `bundle_terminal` reads `process.terminal` of a bundle.
+TIOCSWINSZ; `bundle_config` reads a bundle's config.json.
 """
 
 from __future__ import annotations
@@ -63,13 +63,18 @@ def winsize(height: int, width: int) -> bytes:
     return struct.pack("HHHH", height, width, 0, 0)
 
 
-def bundle_terminal(bundle: str) -> bool:
-    """The bundle's process.terminal (False when config.json cannot be read: the
-    runtime then says what is wrong with it)."""
+def bundle_config(bundle: str) -> dict[str, object]:
+    """The bundle's config.json ({} when it cannot be read: the runtime then says
+    what is wrong with it)."""
     try:
         with open(os.path.join(bundle, "config.json"), encoding="utf-8") as f:
             config = fastjson.loads(f.read())
     except (OSError, ValueError):
-        return False
-    process = config.get("process") if isinstance(config, dict) else None
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def bundle_terminal(config: dict[str, object]) -> bool:
+    """A bundle config's process.terminal."""
+    process = config.get("process")
     return isinstance(process, dict) and process.get("terminal") is True

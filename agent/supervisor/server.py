@@ -31,10 +31,11 @@ import sys
 import time
 
 from agent.runtime import fastjson
-from agent.runtime.runtime import ExitStatus, Runtime, process_start_time, valid_id
+from agent.runtime.runtime import ExitStatus, Runtime, preload, process_start_time, valid_id
 from agent.supervisor import records
 from agent.supervisor.execs import (
     InvalidRequest,
+    bundle_config,
     bundle_terminal,
     check_process,
     window_size,
@@ -767,7 +768,9 @@ class Supervisor:
             raise RequestError("log_max_files: an integer ≥ 1")
         want_stdin = bool(req.get("stdin"))
         tty = bool(req.get("tty"))
-        if tty != bundle_terminal(bundle):
+        config = bundle_config(bundle)
+        preload(config)  # the helper forked below finds it all loaded
+        if tty != bundle_terminal(config):
             raise RequestError(
                 "tty: the bundle's process.terminal must be true"
                 if tty

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from orchestr.cli.fast import FrameSplitter
 from orchestr.client import Client, connect
 
 DEFAULT_HOST = "unix:///run/orchestr/orchestr.sock"
@@ -48,25 +49,17 @@ def filters_param(filters: tuple[str, ...]) -> dict[str, str]:
     return {"filters": json.dumps(grouped)} if grouped else {}
 
 
-class Demux:
-    """Docker's multiplexed frames (stream byte, 3 zero bytes, big-endian length, data)
-    written to our stdout and stderr as they arrive."""
+class Demux(FrameSplitter):
+    """Docker's multiplexed frames written to our stdout and stderr as they arrive."""
 
     def __init__(self) -> None:
         import sys
 
-        self.out = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
-        self.buffer = b""
+        outputs = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
 
-    def feed(self, data: bytes) -> None:
-        import struct
-
-        self.buffer += data
-        while len(self.buffer) >= 8:
-            stream, length = struct.unpack(">BxxxI", self.buffer[:8])
-            if len(self.buffer) < 8 + length:
-                return
-            target = self.out.get(stream, self.out[1])
-            target.write(self.buffer[8 : 8 + length])
+        def write(stream: int, data: bytes) -> None:
+            target = outputs.get(stream, outputs[1])
+            target.write(data)
             target.flush()
-            self.buffer = self.buffer[8 + length :]
+
+        super().__init__(write)

@@ -7,131 +7,44 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
 from orchestr.cli.common import Demux, client_of, filters_param, format_option, split_tag
 from orchestr.cli.output import human_age, print_json, print_table
+from orchestr.cli.runspec import RUN_OPTIONS, create_body, env_pairs
 from orchestr.client import ApiError, Client, hijack, json_stream
 from orchestr.errors import OrchestrError
 
 
-def _pairs(items: tuple[str, ...]) -> list[str]:
-    out = []
-    for item in items:
-        if "=" in item:
-            out.append(item)
-        elif item in os.environ:  # -e NAME takes the value from here, as docker does
-            out.append(f"{item}={os.environ[item]}")
-    return out
-
-
-def _size(text: str | None) -> int:
-    if not text:
-        return 0
-    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower()
-    if t[-1] in units:
-        return int(float(t[:-1]) * units[t[-1]])
-    return int(t)
-
-
-def _restart(policy: str) -> dict[str, Any]:
-    name, _, count = policy.partition(":")
-    return {"Name": name, "MaximumRetryCount": int(count) if count else 0}
-
-
-def _mounts(specs: tuple[str, ...]) -> list[dict[str, Any]]:
-    out = []
-    for spec in specs:
-        fields: dict[str, str] = {}
-        for kv in spec.split(","):
-            if kv:
-                key, eq, value = kv.partition("=")
-                fields[key] = value if eq else "true"
-        kind = fields.get("type", "volume")
-        target = fields.get("target") or fields.get("destination") or fields.get("dst")
-        if not target:
-            raise click.BadParameter(f"{spec!r}: target is required", param_hint="--mount")
-        mount: dict[str, Any] = {"Type": kind, "Target": target}
-        source = fields.get("source") or fields.get("src")
-        if source:
-            mount["Source"] = source
-        if fields.get("readonly") in ("true", "1") or fields.get("ro") in ("true", "1"):
-            mount["ReadOnly"] = True
-        if kind == "tmpfs" and "tmpfs-size" in fields:
-            mount["TmpfsOptions"] = {"SizeBytes": _size(fields["tmpfs-size"])}
-        out.append(mount)
-    return out
+def _run_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The click options of `run`, from the table the fast path parses too."""
+    for o in reversed(RUN_OPTIONS):
+        if o.kind == "flag":
+            command = click.option(*o.names, o.dest, is_flag=True, help=o.help)(command)
+        else:
+            command = click.option(
+                *o.names,
+                o.dest,
+                multiple=o.kind == "many",
+                default=o.default,
+                help=o.help,
+                metavar=o.metavar,
+                type=o.type,
+            )(command)
+    return command
 
 
 @click.command("run", context_settings={"allow_interspersed_args": False})
-@click.option("-d", "--detach", is_flag=True, help="Run in the background; print the ID.")
-@click.option("--rm", "remove", is_flag=True, help="Remove the container when it exits.")
-@click.option("-i", "--interactive", is_flag=True, help="Keep stdin open.")
-@click.option("-t", "--tty", is_flag=True, help="Give the container a terminal.")
-@click.option("--name", help="Name of the container.")
-@click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE")
-@click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DEST[:ro]")
-@click.option("--mount", "mounts", multiple=True, metavar="type=…,source=…,target=…")
-@click.option("--tmpfs", "tmpfs", multiple=True, metavar="PATH[:OPTIONS]")
-@click.option("-m", "--memory", help="Memory limit (e.g. 64m).")
-@click.option("--cpus", type=float, help="CPUs (e.g. 0.5).")
-@click.option("--pids-limit", type=int, help="Process limit.")
-@click.option(
-    "--restart", "restart", default="no", help="no | always | unless-stopped | on-failure[:N]"
-)
-@click.option("-u", "--user", help="USER[:GROUP].")
-@click.option("-w", "--workdir", help="Working directory inside the container.")
-@click.option("--entrypoint", help="Overrides the image's entrypoint.")
-@click.option("--read-only", is_flag=True, help="A read-only root file system.")
-@click.option("--network", default="default", help="default | none | host")
-@click.option("-l", "--label", "labels", multiple=True, metavar="KEY=VALUE")
-@click.option("--cap-add", multiple=True)
-@click.option("--cap-drop", multiple=True)
-@click.option("--hostname", "-h", "hostname", help="Container host name.")
+@_run_options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, /, image: str, command: tuple[str, ...], **o: Any) -> None:
     """Create and start a container from IMAGE (and wait for it, unless -d)."""
-    if o["detach"] and o["remove"] and o["restart"] != "no":
-        raise OrchestrError("--rm and --restart cannot be combined")
-    body: dict[str, Any] = {
-        "Image": image,
-        "Cmd": list(command) or None,
-        "Env": _pairs(o["env"]),
-        "User": o["user"] or "",
-        "WorkingDir": o["workdir"] or "",
-        "Hostname": o["hostname"] or "",
-        "Labels": dict(
-            label.split("=", 1) if "=" in label else (label, "") for label in o["labels"]
-        ),
-        "Tty": o["tty"],
-        "OpenStdin": o["interactive"],
-        "StdinOnce": o["interactive"],
-        "AttachStdin": o["interactive"] and not o["detach"],
-        "AttachStdout": not o["detach"],
-        "AttachStderr": not o["detach"],
-        "HostConfig": {
-            "Binds": list(o["volumes"]) or None,
-            "Mounts": _mounts(o["mounts"]) or None,
-            "Tmpfs": {t.partition(":")[0]: t.partition(":")[2] for t in o["tmpfs"]} or None,
-            "AutoRemove": o["remove"],
-            "RestartPolicy": _restart(o["restart"]),
-            "Memory": _size(o["memory"]),
-            "NanoCpus": int((o["cpus"] or 0) * 1e9),
-            "PidsLimit": o["pids_limit"],
-            "ReadonlyRootfs": o["read_only"],
-            "NetworkMode": o["network"],
-            "CapAdd": list(o["cap_add"]) or None,
-            "CapDrop": list(o["cap_drop"]) or None,
-        },
-    }
-    if o["entrypoint"] is not None:
-        body["Entrypoint"] = [o["entrypoint"]] if o["entrypoint"] else []
+    body = create_body(image, command, o)
     with client_of(ctx, timeout=None) as client:
         container_id = _create(client, body, o["name"])
         if o["detach"]:
@@ -314,7 +227,7 @@ def exec_(
     """Run a command in a running container."""
     body = {
         "Cmd": list(command),
-        "Env": _pairs(env),
+        "Env": env_pairs(env),
         "User": user or "",
         "WorkingDir": workdir or "",
         "Tty": tty,

@@ -118,8 +118,10 @@ def test_docker_py_runs_containers(busybox: Daemon) -> None:
 
 
 def test_orchestr_cli_runs_containers(busybox: Daemon) -> None:
-    out = orchestr(busybox, "run", "--rm", "busybox", "sh", "-c", "echo hi; exit 4", check=False)
-    assert out.returncode == 4 and out.stdout == "hi\n"
+    out = orchestr(
+        busybox, "run", "--rm", "busybox", "sh", "-c", "echo hi; echo oops >&2; exit 4", check=False
+    )
+    assert (out.returncode, out.stdout) == (4, "hi\n") and out.stderr.endswith("oops\n")
     cid = orchestr(
         busybox,
         "run",
@@ -135,6 +137,9 @@ def test_orchestr_cli_runs_containers(busybox: Daemon) -> None:
     ).stdout.strip()
     table = orchestr(busybox, "ps").stdout.splitlines()
     assert table[1].startswith(cid[:12]) and table[1].endswith("bg")
+    clash = orchestr(busybox, "run", "--rm", "--name", "bg", "busybox", "true", check=False)
+    assert clash.returncode == 1
+    assert clash.stderr.startswith("orchestr: ") and '"/bg" is already in use' in clash.stderr
     deadline = time.monotonic() + 10
     while orchestr(busybox, "logs", "bg").stdout != "1\n":
         assert time.monotonic() < deadline

@@ -239,15 +239,21 @@ def test_window_size_and_winsize() -> None:
 
 
 def test_bundle_terminal(tmp_path: Path) -> None:
-    from agent.supervisor.execs import bundle_terminal
+    from agent.supervisor.execs import bundle_config, bundle_terminal
 
-    assert bundle_terminal(str(tmp_path)) is False  # no config.json
+    def terminal() -> bool:
+        return bundle_terminal(bundle_config(str(tmp_path)))
+
+    assert bundle_config(str(tmp_path)) == {}  # no config.json
+    assert terminal() is False
     (tmp_path / "config.json").write_text('{"process": {"terminal": true}}')
-    assert bundle_terminal(str(tmp_path)) is True
+    assert terminal() is True
     (tmp_path / "config.json").write_text('{"process": {"terminal": false}}')
-    assert bundle_terminal(str(tmp_path)) is False
+    assert terminal() is False
     (tmp_path / "config.json").write_text("not json")
-    assert bundle_terminal(str(tmp_path)) is False
+    assert terminal() is False
+    (tmp_path / "config.json").write_text("[1]")
+    assert bundle_config(str(tmp_path)) == {}
 
 
 def test_record_keeps_tty(tmp_path: Path) -> None:
