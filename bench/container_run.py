@@ -8,7 +8,9 @@ image `busybox`, saves it with `orchestr image save` and loads that archive into
 a podman whose storage lives in the same temporary directory. Then:
 
 - with hyperfine (warm-up 3, RUNS runs, no shell): `orchestr run --rm busybox
-  true`; the docker CLI doing the same against orchestr's socket; `podman run
+  true` (on the default bridge network: the daemon runs in a network namespace of
+  the bench's own), the same with `--network none`; the docker CLI doing the same
+  against orchestr's socket; `podman run
   --rm --network none busybox true` on the same image; and, to show what the
   CLI's start-up costs, the venv's `python -I -S -c pass` and `orchestr ps -q`
   (interpreter, imports and one request to the daemon);
@@ -48,8 +50,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cleanup import remove_cgroups, stop_daemon, unmount_under  # noqa: E402
+
 from agent.images.busybox import make_rootfs  # noqa: E402
-from agent.runtime.linux import flags, libc  # noqa: E402
 from orchestr.client import Client, hijack  # noqa: E402
 
 PYTHON = sys.executable
@@ -70,6 +73,7 @@ class Bench:
         self.data_root = work / "data"
         self.exec_root = work / "exec"
         self.daemon: subprocess.Popen[bytes] | None = None
+        self.netns = f"ob-run-{os.getpid()}"
         self.podman_base = [
             "podman",
             "--root", str(work / "podman"),
@@ -106,8 +110,13 @@ class Bench:
 
     def start_daemon(self) -> None:
         log = open(self.work / "daemon.log", "wb")  # noqa: SIM115 (the daemon keeps it)
+        # In a network namespace of its own: the default bridge network (the one `run`
+        # uses) is made there, not on this machine.
+        subprocess.run(["ip", "netns", "add", self.netns], check=True)
+        subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True)
         self.daemon = subprocess.Popen(
-            [ORCHESTR, "daemon", "--data-root", str(self.data_root),
+            ["nsenter", f"--net=/run/netns/{self.netns}", ORCHESTR, "daemon", "--no-ip-masq",
+             "--data-root", str(self.data_root),
              "--exec-root", str(self.exec_root), "--host", self.host,
              "--cgroup-parent", CGROUP_PARENT],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -145,6 +154,9 @@ class Bench:
             "python -I -S -c pass (the venv's)": f"{PYTHON} -I -S -c pass",
             "orchestr ps -q (CLI start-up + 1 request)": f"{ORCHESTR} -H {self.host} ps -q",
             "orchestr run --rm busybox true": f"{ORCHESTR} -H {self.host} run --rm busybox true",
+            "orchestr run --rm --network none busybox true": (
+                f"{ORCHESTR} -H {self.host} run --rm --network none busybox true"
+            ),
             "docker CLI -> orchestr: run --rm busybox true": (
                 f"docker -H {self.host} run --rm busybox true"
             ),
@@ -261,10 +273,11 @@ class Bench:
                 subprocess.run([*self.podman_base, "rm", "-a", "-f", "-t", "0"],
                                capture_output=True, timeout=60)  # fmt: skip
         if self.daemon is not None:
-            stop_daemon(self.daemon, self.exec_root)
+            stop_daemon(self.daemon, self.exec_root, CGROUP_PARENT)
         for parent in (CGROUP_PARENT, PODMAN_CGROUP_PARENT):
             remove_cgroups(parent)
         unmount_under(self.work)
+        subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True)
         for path in self.podman_made:  # podman makes these whatever its flags say
             with contextlib.suppress(OSError):
                 os.rmdir(path)
@@ -281,67 +294,6 @@ def vm_rss(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def stop_daemon(daemon: subprocess.Popen[bytes], exec_root: Path) -> None:
-    """SIGTERM stops the containers and the supervisor; what survives a stuck daemon
-    is killed by pid (the supervisor) and by cgroup (the containers)."""
-    pid_file = exec_root / "supervisor" / "supervisor.pid"
-    supervisor = int(pid_file.read_text()) if pid_file.exists() else 0
-    if daemon.poll() is None:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-    if supervisor:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(supervisor, signal.SIGKILL)
-    for path in cgroup_dirs(CGROUP_PARENT):
-        for root, _, _ in os.walk(path):
-            with contextlib.suppress(OSError), open(os.path.join(root, "cgroup.procs")) as f:
-                for pid in f.read().split():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
-
-
-def cgroup_dirs(parent: str) -> list[str]:
-    """`parent` in every mounted cgroup hierarchy (v1 controllers, the v2 tree)."""
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            fstype = fields[fields.index("-") + 1]
-            if fstype in ("cgroup", "cgroup2"):
-                path = fields[4] + parent
-                if os.path.isdir(path):
-                    out.append(path)
-    return out
-
-
-def remove_cgroups(parent: str) -> None:
-    for path in cgroup_dirs(parent):
-        for _ in range(50):  # killed processes leave their cgroups a moment later
-            for root, _, _ in os.walk(path, topdown=False):
-                with contextlib.suppress(OSError):
-                    os.rmdir(root)
-            if not os.path.isdir(path):
-                break
-            time.sleep(0.1)
-
-
-def unmount_under(work: Path) -> None:
-    prefix = str(work) + "/"
-    with open("/proc/self/mountinfo") as f:
-        points = [
-            line.split()[4].encode().decode("unicode_escape")
-            for line in f
-            if line.split()[4].startswith(prefix)
-        ]
-    for point in sorted(points, key=len, reverse=True):
-        with contextlib.suppress(OSError):
-            libc.umount2(point, flags.MNT_DETACH)
 
 
 def ensure_podman() -> bool:

@@ -23,7 +23,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -337,14 +337,24 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def start_daemon(state_dir: Path, sock: Path) -> Iterator[Daemon]:
+def start_daemon(
+    state_dir: Path, sock: Path, *, host: TestHost | None = None, args: Sequence[str] = ()
+) -> Iterator[Daemon]:
     """An `orchestr daemon` on `sock` with its roots under `state_dir`, stopped (SIGTERM:
-    its containers and supervisor stop too) when the block ends, also on failure."""
+    its containers and supervisor stop too) when the block ends, also on failure.
+
+    Without a test `host` it runs in this machine's network namespace and makes no
+    links there (`--bridge none`: no default bridge network); with one, it runs in that
+    host's namespace (only the network namespace changes) with the default bridge,
+    masquerade off, and `args` added."""
     import time
 
     log = (state_dir / "daemon.log").open("ab")
+    where = ["nsenter", f"--net={host.path}"] if host is not None else []
+    network = ["--no-ip-masq", *args] if host is not None else ["--bridge", "none", *args]
     proc = subprocess.Popen(
         [
+            *where,
             str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "orchestr"),
             "daemon",
             "--data-root",
@@ -355,6 +365,7 @@ def start_daemon(state_dir: Path, sock: Path) -> Iterator[Daemon]:
             f"unix://{sock}",
             "--cgroup-parent",
             f"/t-{run_id()}-{state_dir.parent.name[-40:]}",  # the leak check knows t-<run>
+            *network,
         ],
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -430,6 +441,7 @@ def daemon(state_dir: Path) -> Iterator[Daemon]:
     finally:
         _stop_supervisor(state_dir, sock_dir / "exec")
         _unmount_under(state_dir)
+        _unmount_under(sock_dir)
         shutil.rmtree(sock_dir, ignore_errors=True)
 
 

@@ -24,8 +24,10 @@ from agent.containers import logs as container_logs
 from agent.containers import observe
 from agent.containers.records import ZERO_TIME, Record
 from agent.containers.service import Conflict, ContainerService, NameConflict, NotFound
-from agent.containers.spec import SpecError
+from agent.containers.spec import ContainerSpec, SpecError
 from agent.images.store import ImageNotFound
+from agent.network import NetworkError
+from agent.network.ports import PortError, PortMapping, ports_for_inspect, ports_for_list
 from orchestr.api.http import HttpError, Request, Response, Router, json_response
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -87,6 +89,9 @@ class ContainersApi:
             raise HttpError(409, str(e)) from None
         except SpecError as e:
             raise HttpError(400, str(e)) from None
+        except (NetworkError, PortError) as e:  # a taken port or address is a conflict
+            taken = "already allocated" in str(e) or "already in use" in str(e)
+            raise HttpError(409 if taken else 400, str(e)) from None
 
     async def _record(self, request: Request) -> Record:
         record: Record = await self._call(self.service.get, request.params["id"])
@@ -182,26 +187,7 @@ class ContainersApi:
                 "Labels": {**(image_inner.get("Labels") or {}), **spec.labels},
                 **({"StopSignal": spec.stop_signal} if spec.stop_signal else {}),
             },
-            "NetworkSettings": {
-                "Bridge": "",
-                "SandboxID": "",
-                "HairpinMode": False,
-                "LinkLocalIPv6Address": "",
-                "LinkLocalIPv6PrefixLen": 0,
-                "Ports": {},
-                "SandboxKey": "",
-                "SecondaryIPAddresses": None,
-                "SecondaryIPv6Addresses": None,
-                "EndpointID": "",
-                "Gateway": "",
-                "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0,
-                "IPAddress": "",
-                "IPPrefixLen": 0,
-                "IPv6Gateway": "",
-                "MacAddress": "",
-                "Networks": {},
-            },
+            "NetworkSettings": network_settings(record, spec, image_inner),
         }
 
     async def list_containers(self, request: Request) -> Response:
@@ -768,13 +754,84 @@ def _summary(record: Record, service: ContainerService) -> dict[str, Any]:
         "ImageID": record.image_id,
         "Command": command,
         "Created": int(_t(record.created)),
-        "Ports": [],
+        "Ports": ports_for_list(_mappings(record), spec.exposed_ports),
         "Labels": spec.labels,
         "State": state,
         "Status": _status_line(record),
         "HostConfig": {"NetworkMode": spec.network_mode},
-        "NetworkSettings": {"Networks": {}},
+        "NetworkSettings": {"Networks": {n: _endpoint(e) for n, e in record.networks.items()}},
         "Mounts": record.mounts,
+    }
+
+
+_ENDPOINT_KEYS = (
+    "IPAMConfig",
+    "Links",
+    "Aliases",
+    "NetworkID",
+    "EndpointID",
+    "Gateway",
+    "IPAddress",
+    "IPPrefixLen",
+    "IPv6Gateway",
+    "GlobalIPv6Address",
+    "GlobalIPv6PrefixLen",
+    "MacAddress",
+    "DriverOpts",
+)
+_EMPTY_ENDPOINT: dict[str, Any] = {
+    "IPAMConfig": None,
+    "Links": None,
+    "Aliases": None,
+    "NetworkID": "",
+    "EndpointID": "",
+    "Gateway": "",
+    "IPAddress": "",
+    "IPPrefixLen": 0,
+    "IPv6Gateway": "",
+    "GlobalIPv6Address": "",
+    "GlobalIPv6PrefixLen": 0,
+    "MacAddress": "",
+    "DriverOpts": None,
+}
+
+
+def _endpoint(settings: dict[str, Any]) -> dict[str, Any]:
+    """Docker's EndpointSettings, with what is not set yet empty."""
+    return {k: settings.get(k, _EMPTY_ENDPOINT[k]) or _EMPTY_ENDPOINT[k] for k in _ENDPOINT_KEYS}
+
+
+def _mappings(record: Record) -> list[PortMapping]:
+    return [PortMapping(str(h), int(p), int(c), str(t)) for h, p, c, t in record.ports]
+
+
+def network_settings(
+    record: Record, spec: ContainerSpec, image_inner: dict[str, Any]
+) -> dict[str, Any]:
+    """Inspect's NetworkSettings: the endpoints, the published ports, and (as Docker
+    shows them) the default bridge's address at the top level."""
+    exposed = [*(image_inner.get("ExposedPorts") or {}), *spec.exposed_ports]
+    networks = {name: _endpoint(e) for name, e in record.networks.items()}
+    top = networks.get("bridge", _EMPTY_ENDPOINT)
+    return {
+        "Bridge": "",
+        "SandboxID": "",
+        "HairpinMode": False,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "Ports": ports_for_inspect(exposed, _mappings(record)) if record.running else {},
+        "SandboxKey": "",
+        "SecondaryIPAddresses": None,
+        "SecondaryIPv6Addresses": None,
+        "EndpointID": top["EndpointID"],
+        "Gateway": top["Gateway"],
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "IPAddress": top["IPAddress"],
+        "IPPrefixLen": top["IPPrefixLen"],
+        "IPv6Gateway": "",
+        "MacAddress": top["MacAddress"],
+        "Networks": networks,
     }
 
 

@@ -47,6 +47,10 @@ class Record:
     exits: int = 0  # exits seen (for wait condition next-exit)
     manually_stopped: bool = False
     mounts: list[dict[str, Any]] = field(default_factory=list)  # as inspect shows them
+    # network name -> Docker's EndpointSettings (NetworkID, Aliases, IPAMConfig; while it
+    # runs also EndpointID, IPAddress, IPPrefixLen, Gateway, MacAddress)
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ports: list[list[Any]] = field(default_factory=list)  # [host ip, host port, port, proto]
 
     @property
     def running(self) -> bool:
@@ -72,6 +76,7 @@ class Records:
         os.makedirs(root, mode=0o711, exist_ok=True)
         self.lock = threading.RLock()
         self._by_id: dict[str, Record] = {}
+        self._discarded: set[str] = set()  # ids removed while this daemon runs
         for entry in sorted(os.listdir(root)):
             if entry.startswith(REMOVED):
                 continue
@@ -94,6 +99,8 @@ class Records:
         power loss they may be older than the truth, and the daemon's start brings them
         up to date from the supervisor anyway (`ContainerService.recover`).
         """
+        if record.id in self._discarded:
+            return  # removed: a late writer must not bring it back
         directory = self.dir(record.id)
         os.makedirs(directory, mode=0o710, exist_ok=True)
         path = os.path.join(directory, "container.json")
@@ -122,6 +129,7 @@ class Records:
             except FileNotFoundError:
                 pass
             self._by_id.pop(container_id, None)
+            self._discarded.add(container_id)
         return aside
 
     def removed(self) -> list[str]:

@@ -29,6 +29,8 @@ import shutil
 import signal as signals
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from agent.containers import restart
@@ -36,7 +38,11 @@ from agent.containers.records import NameConflict, NotFound, Record, Records, no
 from agent.containers.spec import ContainerSpec, SpecError, check_name, oci_config, parse_create
 from agent.events import EventBus
 from agent.images.service import ImageService
-from agent.network import driver_for
+from agent.network import Endpoint, driver_for
+from agent.network.ports import PortMapping
+from agent.network.service import NetworkService
+from agent.network.service import NotFound as NetworkNotFound
+from agent.network.simple import BRIDGE_NOT_YET
 from agent.runtime.runtime import Runtime
 from agent.snapshots import mount_all, unmount
 
@@ -64,6 +70,10 @@ def _signal_number(value: str | int | None, default: int = signals.SIGTERM) -> i
         raise SpecError(f"invalid signal: {value}") from None
 
 
+def _no_work() -> None:
+    pass
+
+
 class ContainerService:
     def __init__(
         self,
@@ -73,6 +83,7 @@ class ContainerService:
         supervisor: Any,
         *,
         volumes: Any = None,
+        network: NetworkService | None = None,
         cgroup_parent: str = "/orchestr",
         events: EventBus | None = None,
     ) -> None:
@@ -84,9 +95,12 @@ class ContainerService:
         self.images = images
         self.supervisor = supervisor
         self.volumes = volumes
+        self.network = network
         self.records = Records(os.path.join(data_root, "containers"))
         self.changed = threading.Condition(self.records.lock)
+        self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="start-work")
         self._delays: dict[str, float] = {}
+        self._removing = 0  # removals whose clean-up (after the answer) is not done
         self._timers: dict[str, threading.Timer] = {}
         images.in_use = self.chains_in_use
 
@@ -130,8 +144,8 @@ class ContainerService:
         if name:
             name = check_name(name)
         image = self.images.find(spec.image)
+        networks, warnings = self._networks_of(spec)
         chain = self.images.unpack(image)
-        warnings = list(driver_for(spec.network_mode).endpoint("", "").warnings)
         with self.records.lock:
             container_id = self.records.new_id()
             final_name = self.records.claim_name(name, container_id)
@@ -146,10 +160,104 @@ class ContainerService:
                 body=dict(spec.raw),
                 hostname=spec.hostname or container_id[:12],
                 log_path=os.path.join(directory, f"{container_id}-json.log"),
+                networks=networks,
             )
             self.records.save(record, durable=True)
         self._event(record, "create")
         return record, warnings
+
+    def _networks_of(self, spec: ContainerSpec) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """The networks a new container joins (name -> EndpointSettings) and warnings."""
+        mode = spec.network_mode
+        if mode in ("host", "none") or mode.startswith("container:"):
+            warnings = []
+            if spec.port_bindings and mode != "none":
+                warnings.append(f"Published ports are discarded when using {mode} network mode")
+            return {}, warnings
+        if self.network is None:
+            if mode not in ("default", "bridge"):
+                raise NotFound(f"network {mode} not found")
+            return {}, [BRIDGE_NOT_YET]
+        name = "bridge" if mode == "default" else mode
+        try:
+            network = self.network.get(name)
+        except NetworkNotFound as e:
+            if mode == "default":
+                return {}, []  # --bridge none: containers get a namespace with lo only
+            raise NotFound(str(e)) from None
+        if network.driver == "host":
+            return {}, []
+        if network.driver == "null":
+            return {}, []
+        out: dict[str, dict[str, Any]] = {}
+        wanted = {network.name: spec.endpoints.get(mode) or spec.endpoints.get(name) or {}}
+        for net_name, settings in wanted.items():
+            aliases = settings.get("Aliases") or []
+            if aliases and net_name == "bridge":
+                raise SpecError("network-scoped alias is supported only for user defined networks")
+            out[net_name] = {
+                "NetworkID": network.id,
+                "Aliases": [str(a) for a in aliases],
+                "IPAMConfig": settings.get("IPAMConfig") or None,
+            }
+        return out, []
+
+    # -- networks (the network API's view of containers)
+
+    def network_users(self, network_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """(id, name, EndpointSettings) of each container on the network."""
+        out = []
+        for record in self.records.all():
+            for settings in record.networks.values():
+                if settings.get("NetworkID") == network_id:
+                    out.append((record.id, record.name.lstrip("/"), dict(settings)))
+        return out
+
+    def connect(self, ref: str, network: Any, settings: dict[str, Any]) -> None:
+        """`docker network connect`: a container that is not running joins at its next
+        start; a running one gets its new interface at once."""
+        with self.changed:
+            record = self.records.get(ref)
+            if network.driver != "bridge":
+                raise SpecError(
+                    f"container cannot be disconnected from or connected to {network.name}"
+                    " (host and none networks are modes, not attachments)"
+                )
+            if network.name in record.networks:
+                raise Conflict(
+                    f"endpoint with name {record.name} already exists in network {network.name}"
+                )
+            if self.spec(record).network_mode in ("host", "none") or self.spec(
+                record
+            ).network_mode.startswith("container:"):
+                raise SpecError(
+                    f"container sharing network namespace with another container or host "
+                    f"cannot be connected to any other network ({record.name})"
+                )
+            aliases = settings.get("Aliases") or []
+            if aliases and network.name == "bridge":
+                raise SpecError("network-scoped alias is supported only for user defined networks")
+            endpoint = {
+                "NetworkID": network.id,
+                "Aliases": [str(a) for a in aliases],
+                "IPAMConfig": settings.get("IPAMConfig") or None,
+            }
+            if record.running:
+                assert self.network is not None
+                self.network.connect_live(record.id, record.name, endpoint)
+            record.networks[network.name] = endpoint
+            self.records.save(record)
+
+    def disconnect(self, ref: str, network: Any, force: bool) -> None:
+        with self.changed:
+            record = self.records.get(ref)
+            endpoint = record.networks.get(network.name)
+            if endpoint is None:
+                raise Conflict(f"container {record.id} is not connected to network {network.name}")
+            if record.running and self.network is not None:
+                self.network.disconnect_live(record.id, endpoint)
+            del record.networks[network.name]
+            self.records.save(record)
 
     # -- start
 
@@ -174,7 +282,9 @@ class ContainerService:
             os.makedirs(rootfs, mode=0o755, exist_ok=True)
             self._mount_rootfs(record, directory, rootfs)
             image = self.images.find(record.image_id)
-            mounts = self._mounts(record, spec, directory, image.config)
+            endpoint, wire = self._attach_network(record, spec, image.config)
+            wiring = self._background(wire)  # while the container is made below
+            mounts = self._mounts(record, spec, directory, image.config, endpoint)
             config = oci_config(
                 spec,
                 image.config,
@@ -182,6 +292,7 @@ class ContainerService:
                 hostname=record.hostname,
                 mounts=mounts,
                 cgroups_path=f"{self.cgroup_parent}/{record.id}",
+                endpoint=endpoint,
             )
             import json
 
@@ -189,21 +300,98 @@ class ContainerService:
                 json.dump(config, f)
             with contextlib.suppress(Exception):
                 self.supervisor.delete(record.id, force=True)  # a leftover of an earlier run
-            record.pid = self.supervisor.create(
-                record.id,
-                bundle,
-                record.log_path,
-                log_max_size=spec.log_max_size,
-                log_max_files=spec.log_max_files,
-                stdin=spec.open_stdin,
-                tty=spec.tty,
-            )
+            try:
+                record.pid = self.supervisor.create(
+                    record.id,
+                    bundle,
+                    record.log_path,
+                    log_max_size=spec.log_max_size,
+                    log_max_files=spec.log_max_files,
+                    stdin=spec.open_stdin,
+                    tty=spec.tty,
+                )
+            finally:
+                wiring.result()  # its error first: a container without its network never runs
             return record
         except BaseException:
             record.status = "exited" if record.exits else "created"
+            if record.pid:
+                with contextlib.suppress(Exception):
+                    self.supervisor.delete(record.id, force=True)
+                record.pid = 0
+            self._detach_network(record)
             self._unmount_rootfs(record)
             self.records.save(record)
+            self._remove_if_auto(record)
             raise
+
+    def _remove_if_auto(self, record: Record) -> None:
+        """A container that could not start is removed when it asked for AutoRemove
+        (Docker's rule: `docker run --rm` waits for the removal)."""
+        with contextlib.suppress(Exception):
+            if self.spec(record).auto_remove:
+                self.remove(record.id, force=True)
+
+    def _background(self, fn: Callable[[], None]) -> Future[None]:
+        if fn is _no_work:
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+        return self._workers.submit(fn)
+
+    def _attach_network(
+        self, record: Record, spec: ContainerSpec, image_config: dict[str, Any]
+    ) -> tuple[Endpoint, Callable[[], None]]:
+        """Make the container's network namespace and plan its wiring (see
+        agent.network.service): (what the runtime joins, the kernel work to do)."""
+        mode = spec.network_mode
+        if mode in ("host", "none") or (not record.networks and not mode.startswith("container:")):
+            driver = driver_for("host" if mode == "host" else "none")
+            if self.network is None and mode not in ("host", "none"):
+                driver = driver_for(mode)  # says bridge networking is not built here
+            return driver.endpoint(record.id, record.hostname), _no_work
+        assert self.network is not None or mode.startswith("container:")
+        if self.network is None:
+            raise SpecError("container: network mode needs the network service")
+        exposed = list(((image_config.get("config") or {}).get("ExposedPorts") or {}).keys())
+        exposed += list(spec.exposed_ports)
+        endpoint, ports, wire = self.network.attach(
+            record.id,
+            name=record.name,
+            hostname=record.hostname,
+            mode=mode,
+            endpoints=record.networks,
+            port_bindings=spec.port_bindings,
+            publish_all=sorted(set(exposed)) if spec.publish_all else (),
+            dns=spec.dns,
+            extra_hosts=spec.extra_hosts,
+            joined=self._joined,
+        )
+        record.ports = [[m.host_ip, m.host_port, m.container_port, m.proto] for m in ports]
+        return endpoint, wire
+
+    def _joined(self, ref: str) -> tuple[str, str, str]:
+        """`container:<ref>`: that running container's namespace and name files."""
+        try:
+            other = self.records.get(ref)
+        except NotFound:
+            raise NotFound(f"No such container: {ref}") from None
+        if other.status not in ("running", "paused") or not other.pid:
+            raise Conflict(f"cannot join network of a non running container: {other.id}")
+        assert self.network is not None
+        path = self.network.namespace_path(other.id)
+        if not os.path.exists(path):
+            path = f"/proc/{other.pid}/ns/net"
+        etc = os.path.join(self.records.dir(other.id), "etc")
+        return path, _read(os.path.join(etc, "hosts")), _read(os.path.join(etc, "resolv.conf"))
+
+    def _detach_network(self, record: Record) -> None:
+        if self.network is not None:
+            try:
+                self.network.detach(record.id, record.networks)
+            except Exception as e:
+                log.warning("container %s: network clean-up: %s", record.id[:12], e)
+        record.ports = []
 
     def finish_start(self, record: Record) -> None:
         try:
@@ -212,8 +400,10 @@ class ContainerService:
             with contextlib.suppress(Exception):
                 self.supervisor.delete(record.id, force=True)
             record.status = "exited" if record.exits else "created"
+            self._detach_network(record)
             self._unmount_rootfs(record)
             self.records.save(record)
+            self._remove_if_auto(record)
             raise
         with self.changed:
             if record.status != "starting":
@@ -252,11 +442,11 @@ class ContainerService:
         spec: ContainerSpec,
         directory: str,
         image_config: dict[str, Any],
+        endpoint: Endpoint,
     ) -> list[dict[str, Any]]:
         """The container's own mounts: /etc files, binds, volumes, tmpfs."""
         etc = os.path.join(directory, "etc")
         os.makedirs(etc, exist_ok=True)
-        endpoint = driver_for(spec.network_mode).endpoint(record.id, record.hostname)
         _write(os.path.join(etc, "hostname"), endpoint.hostname + "\n")
         _write(os.path.join(etc, "hosts"), endpoint.hosts)
         _write(os.path.join(etc, "resolv.conf"), endpoint.resolv_conf)
@@ -372,6 +562,10 @@ class ContainerService:
                 return
             if record.status not in ("running", "starting"):
                 return  # seen already (an event and a catch-up both report it)
+        self._detach_network(record)  # its names and ports go before anyone hears of it
+        with self.changed:
+            if record.status not in ("running", "starting"):
+                return
             started = _parse_time(record.started_at)
             spec = self.spec(record)
             record.status = "exited"
@@ -380,15 +574,22 @@ class ContainerService:
             record.oom_killed = oom_killed
             record.finished_at = now_rfc3339()
             record.exits += 1
-            if not spec.auto_remove:  # removed next: after a crash, recover() does it
+            if spec.auto_remove:  # removed next (after a crash, recover() does it)
+                self._removing += 1
+            else:
                 self.records.save(record)
             self.changed.notify_all()
         if oom_killed:
             self._event(record, "oom")
         self._event(record, "die", exitCode=str(record.exit_code))
         if spec.auto_remove:
-            with contextlib.suppress(Exception):
-                self.remove(container_id, force=True)
+            try:
+                with contextlib.suppress(Exception):
+                    self.remove(container_id, force=True)
+            finally:
+                with self.changed:
+                    self._removing -= 1
+                    self.changed.notify_all()
             return
         with contextlib.suppress(Exception):
             self.supervisor.delete(container_id, force=True)
@@ -531,18 +732,30 @@ class ContainerService:
         with self.changed:
             record.status = "removing"
             aside = self.records.discard(record.id)
+            self._removing += 1
             self.changed.notify_all()
-        self._event(record, "destroy")
-        # Gone for the user now (name free, waiters answered); the node's part follows.
-        with contextlib.suppress(Exception):
-            self.supervisor.delete(record.id, force=True)
-        self._delete_removed(aside)
-        if volumes and self.volumes is not None:
-            for m in record.mounts:
-                if m.get("Type") == "volume" and m.get("Name"):
-                    with contextlib.suppress(Exception):
-                        if self.volumes.get(str(m["Name"])).anonymous:
-                            self.volumes.remove(str(m["Name"]), force=True)
+        try:
+            self._event(record, "destroy")
+            # Gone for the user now (name free, waiters answered); the node's part follows.
+            self._detach_network(record)
+            with contextlib.suppress(Exception):
+                self.supervisor.delete(record.id, force=True)
+            self._delete_removed(aside)
+            if volumes and self.volumes is not None:
+                for m in record.mounts:
+                    if m.get("Type") == "volume" and m.get("Name"):
+                        with contextlib.suppress(Exception):
+                            if self.volumes.get(str(m["Name"])).anonymous:
+                                self.volumes.remove(str(m["Name"]), force=True)
+        finally:
+            with self.changed:
+                self._removing -= 1
+                self.changed.notify_all()
+
+    def wait_removals(self, timeout: float = 30) -> None:
+        """Until the node's part of every removal in progress is done (daemon exit)."""
+        with self.changed:
+            self.changed.wait_for(lambda: self._removing == 0, timeout)
 
     def _delete_removed(self, directory: str) -> None:
         """Unmount a removed container's root and delete its directory."""
@@ -663,6 +876,16 @@ class ContainerService:
                     record.status = "running"
                     record.pid = int(state.get("pid") or 0)
                     self.records.save(record)
+                    if self.network is not None:
+                        self.network.restore(
+                            record.id,
+                            record.name,
+                            record.networks,
+                            [
+                                PortMapping(str(h), int(p), int(c), str(t))
+                                for h, p, c, t in record.ports
+                            ],
+                        )
                     continue
                 code = state.get("exit_code") if state else None
                 self.on_exit(
@@ -696,6 +919,14 @@ def _shown(kind: str, source: str, target: str, rw: bool) -> dict[str, Any]:
         "RW": rw,
         "Propagation": "rprivate" if kind == "bind" else "",
     }
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def _write(path: str, text: str) -> None:

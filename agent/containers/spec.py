@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.images.bundle import DOCKER_DEFAULT_CAPS, Overrides, runtime_config
-from agent.network import Endpoint, NetworkError, driver_for
+from agent.network import Endpoint, driver_for
 from agent.runtime import specopts as so
 
 __all__ = ["ContainerSpec", "Mount", "RestartPolicy", "SpecError", "oci_config", "parse_create"]
@@ -69,6 +69,11 @@ class ContainerSpec:
     restart: RestartPolicy = RestartPolicy()
     auto_remove: bool = False
     network_mode: str = "default"
+    port_bindings: dict[str, Any] = field(default_factory=dict)
+    publish_all: bool = False
+    dns: tuple[str, ...] = ()
+    extra_hosts: tuple[str, ...] = ()
+    endpoints: dict[str, Any] = field(default_factory=dict)  # NetworkingConfig.EndpointsConfig
     readonly_rootfs: bool = False
     mounts: tuple[Mount, ...] = ()
     memory: int = 0
@@ -126,8 +131,6 @@ def _unsupported(host: dict[str, Any]) -> None:
     """Options Docker has and orchestr does not yet: refused when they ask for anything."""
     refused = {
         "Privileged": "privileged containers",
-        "PortBindings": "published ports (they come with bridge networking)",
-        "PublishAllPorts": "published ports (they come with bridge networking)",
         "Devices": "device mappings",
         "Links": "links",
         "VolumesFrom": "volumes-from",
@@ -138,8 +141,6 @@ def _unsupported(host: dict[str, Any]) -> None:
         "PidMode": "pid modes",
         "UsernsMode": "user namespace modes",
         "Runtime": "other runtimes",
-        "ExtraHosts": "extra hosts",
-        "Dns": "DNS settings (they come with the embedded DNS)",
         "DnsSearch": "DNS settings",
         "DnsOptions": "DNS settings",
         "CpusetCpus": "cpuset",
@@ -151,8 +152,6 @@ def _unsupported(host: dict[str, Any]) -> None:
     }
     for key, what in refused.items():
         value = host.get(key)
-        if key == "PortBindings" and isinstance(value, dict) and not any(value.values()):
-            continue
         if key in ("IpcMode", "PidMode") and value in (None, "", "private", "shareable"):
             continue
         if key == "Runtime" and value in (None, "", "orchestr", "runc"):
@@ -242,10 +241,23 @@ def parse_create(body: object) -> ContainerSpec:
     if auto_remove and name not in ("", "no"):
         raise SpecError("can't create 'AutoRemove' container with restart policy")
     network = host.get("NetworkMode") or "default"
-    try:
-        driver_for(network)
-    except NetworkError as e:
-        raise SpecError(str(e)) from None
+    if not isinstance(network, str):
+        raise SpecError("HostConfig.NetworkMode: expected a string")
+    if network.startswith("container:") and not network.partition(":")[2]:
+        raise SpecError("HostConfig.NetworkMode: container: needs a container name or ID")
+    bindings = host.get("PortBindings") or {}
+    if not isinstance(bindings, dict) or not all(
+        isinstance(v, list | None) for v in bindings.values()
+    ):
+        raise SpecError("HostConfig.PortBindings: expected an object of lists")
+    networking = body.get("NetworkingConfig") or {}
+    endpoints = (networking.get("EndpointsConfig") if isinstance(networking, dict) else None) or {}
+    if not isinstance(endpoints, dict) or not all(
+        isinstance(v, dict | None) for v in endpoints.values()
+    ):
+        raise SpecError("NetworkingConfig.EndpointsConfig: expected an object of objects")
+    if network.startswith("container:") and any(bindings.values()):
+        raise SpecError("conflicting options: port publishing and the container type network mode")
     log = host.get("LogConfig") or {}
     log_type = log.get("Type") or "json-file"
     if log_type not in ("json-file", "local"):
@@ -287,6 +299,11 @@ def parse_create(body: object) -> ContainerSpec:
         restart=RestartPolicy("no" if name == "" else name, retries),
         auto_remove=auto_remove,
         network_mode=network,
+        port_bindings={str(k): v for k, v in bindings.items() if v},
+        publish_all=bool(host.get("PublishAllPorts")),
+        dns=tuple(_strs(host.get("Dns"), "HostConfig.Dns") or ()),
+        extra_hosts=tuple(_strs(host.get("ExtraHosts"), "HostConfig.ExtraHosts") or ()),
+        endpoints={str(k): dict(v or {}) for k, v in endpoints.items()},
         readonly_rootfs=bool(host.get("ReadonlyRootfs")),
         mounts=tuple(_mounts(host, body)),
         memory=_int(host.get("Memory"), "HostConfig.Memory"),

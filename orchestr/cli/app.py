@@ -26,7 +26,6 @@ _PLANNED = {
     "up": "the Compose stage (`orchestr up -f stack.yml`)",
     "down": "the Compose stage",
     "config": "the Compose stage",
-    "network": "node networking",
     "service": "the control plane",
 }
 
@@ -67,6 +66,7 @@ _LAZY = {
     "inspect": "orchestr.cli.containers:inspect",
     "kill": "orchestr.cli.containers:kill",
     "logs": "orchestr.cli.containers:logs",
+    "network": "orchestr.cli.networks:network",
     "ps": "orchestr.cli.containers:ps",
     "restart": "orchestr.cli.containers:restart",
     "rm": "orchestr.cli.containers:rm",

@@ -49,6 +49,27 @@ def filters_param(filters: tuple[str, ...]) -> dict[str, str]:
     return {"filters": json.dumps(grouped)} if grouped else {}
 
 
+def key_values(values: tuple[str, ...], flag: str, *, bare: bool) -> dict[str, str]:
+    """KEY=VALUE options into a dict; `bare` lets KEY alone mean an empty value."""
+    out: dict[str, str] = {}
+    for item in values:
+        key, eq, value = item.partition("=")
+        if not key or (not eq and not bare):
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint=flag)
+        out[key] = value
+    return out
+
+
+def grouped_filters(values: tuple[str, ...]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for item in values:
+        key, eq, value = item.partition("=")
+        if not key or not eq:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--filter")
+        grouped.setdefault(key, []).append(value)
+    return grouped
+
+
 class Demux(FrameSplitter):
     """Docker's multiplexed frames written to our stdout and stderr as they arrive."""
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from agent.network.service import Config as NetworkConfig
 from orchestr import __version__
 from orchestr.errors import OrchestrError
 
@@ -79,6 +80,7 @@ def _stop_everything(containers: Any, supervisor_root: str) -> None:
     if running:
         with ThreadPoolExecutor(max_workers=min(32, len(running))) as pool:
             list(pool.map(stop, running))
+    containers.wait_removals()
     try:
         with open(os.path.join(supervisor_root, "supervisor.pid")) as f:
             pid = int(f.read().strip())
@@ -104,7 +106,9 @@ class Daemon:
         live_restore: bool = False,
         cgroup_parent: str = "/orchestr",
         tls: tuple[str, str, str] | None = None,
+        network: NetworkConfig | None = None,
     ) -> None:
+        self.network_config = network or NetworkConfig()
         self.tls = tls  # (CA, certificate, key) for TCP listeners
         self.live_restore = live_restore
         self.cgroup_parent = cgroup_parent
@@ -152,11 +156,14 @@ class Daemon:
     async def run(self) -> None:
         from agent.api.containers import ContainersApi
         from agent.api.images import ImagesApi
+        from agent.api.networks import NetworksApi
         from agent.api.system import SystemApi
         from agent.api.volumes import VolumesApi
         from agent.containers.service import ContainerService
         from agent.events import EventBus
         from agent.images.service import ImageService
+        from agent.network import NetworkError
+        from agent.network.service import NetworkService
         from agent.runtime.linux import flags, libc
         from agent.supervisor.client import SupervisorClient, start_supervisor
         from agent.volumes import VolumeStore
@@ -181,12 +188,18 @@ class Daemon:
         supervisor = SupervisorClient(supervisor_socket)
         events = EventBus()
         volumes = VolumeStore(os.path.join(self.data_root, "volumes"))
+        network = NetworkService(self.data_root, self.exec_root, self.network_config)
+        try:
+            await asyncio.to_thread(network.start, asyncio.get_running_loop())
+        except NetworkError as e:
+            raise OrchestrError(f"networking: {e}") from None
         containers = ContainerService(
             self.data_root,
             self.exec_root,
             service,
             supervisor,
             volumes=volumes,
+            network=network,
             cgroup_parent=self.cgroup_parent,
             events=events,
         )
@@ -223,6 +236,7 @@ class Daemon:
         )
         router.include(ContainersApi(containers).router)
         router.include(VolumesApi(volumes).router)
+        router.include(NetworksApi(network, containers).router)
         server = Server(router)
         sockets = []
         for host in self.hosts:
@@ -266,6 +280,7 @@ class Daemon:
             if not self.live_restore:  # while the watcher still sees their exits
                 await asyncio.to_thread(_stop_everything, containers, supervisor_root)
             watching.set()
+            await asyncio.to_thread(network.stop, keep_running=self.live_restore)
 
 
 @click.command()
@@ -310,6 +325,24 @@ class Daemon:
     is_flag=True,
     help="Keep containers running when the daemon stops (they always survive a crash).",
 )
+@click.option(
+    "-b",
+    "--bridge",
+    default="",
+    metavar="none",
+    help="`none`: no default bridge network (containers get only a loopback by default).",
+)
+@click.option(
+    "--default-address-pool",
+    "pools",
+    multiple=True,
+    metavar="base=CIDR,size=N",
+    help="Where network subnets come from (Docker's defaults when not given).",
+)
+@click.option("--dns", multiple=True, metavar="IP[:PORT]", help="Upstream resolvers of the DNS.")
+@click.option("--ip-masq/--no-ip-masq", default=True, help="Masquerade traffic leaving bridges.")
+@click.option("--ip-forward/--no-ip-forward", default=True, help="Set net.ipv4.ip_forward.")
+@click.option("--mtu", type=int, default=1500, show_default=True, help="MTU of bridge networks.")
 @click.pass_obj
 def daemon(
     obj: object,
@@ -323,6 +356,12 @@ def daemon(
     tlscacert: str | None,
     tlscert: str | None,
     tlskey: str | None,
+    bridge: str,
+    pools: tuple[str, ...],
+    dns: tuple[str, ...],
+    ip_masq: bool,
+    ip_forward: bool,
+    mtu: int,
 ) -> None:
     """Run the node's daemon in the foreground."""
     debug = bool(getattr(obj, "debug", False))
@@ -346,8 +385,38 @@ def daemon(
         live_restore=live_restore,
         cgroup_parent=cgroup_parent,
         tls=tls,
+        network=_network_config(bridge, pools, dns, ip_masq, ip_forward, mtu),
     )
     try:
         asyncio.run(d.run())
     except ValueError as e:  # a path or address the kernel will not take
         raise OrchestrError(str(e)) from None
+
+
+def _network_config(
+    bridge: str,
+    pools: tuple[str, ...],
+    dns: tuple[str, ...],
+    ip_masq: bool,
+    ip_forward: bool,
+    mtu: int,
+) -> NetworkConfig:
+    from agent.network.dns import parse_upstream
+    from agent.network.ipam import DEFAULT_POOLS, IPAMError, parse_pool
+
+    if bridge not in ("", "none"):
+        raise OrchestrError(f"--bridge {bridge}: only `none` is supported (no default bridge)")
+    try:
+        parsed = tuple(parse_pool(p) for p in pools) or DEFAULT_POOLS
+        for server in dns:
+            parse_upstream(server)
+    except (IPAMError, ValueError) as e:
+        raise OrchestrError(str(e)) from None
+    return NetworkConfig(
+        pools=parsed,
+        bridge=bridge != "none",
+        ip_masq=ip_masq,
+        ip_forward=ip_forward,
+        dns=dns,
+        mtu=mtu,
+    )

@@ -64,7 +64,19 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option(("-w", "--workdir"), "workdir", help="Working directory inside the container."),
     Option(("--entrypoint",), "entrypoint", help="Overrides the image's entrypoint."),
     Option(("--read-only",), "read_only", "flag", False, "A read-only root file system."),
-    Option(("--network",), "network", default="default", help="default | none | host"),
+    Option(
+        ("--network", "--net"),
+        "network",
+        default="default",
+        help="default | none | host | container:NAME | a network's name",
+    ),
+    Option(("--network-alias",), "network_aliases", "many", metavar="ALIAS"),
+    Option(("--ip",), "ip", help="IPv4 address on the network (a user-defined subnet)."),
+    Option(("-p", "--publish"), "publish", "many", metavar="[IP:]HOST:CONTAINER[/PROTO]"),
+    Option(("-P", "--publish-all"), "publish_all", "flag", False, "Publish exposed ports."),
+    Option(("--expose",), "expose", "many", metavar="PORT[/PROTO]"),
+    Option(("--dns",), "dns", "many", metavar="IP", help="DNS servers."),
+    Option(("--add-host",), "add_host", "many", metavar="HOST:IP", help="An /etc/hosts line."),
     Option(("-l", "--label"), "labels", "many", metavar="KEY=VALUE"),
     Option(("--cap-add",), "cap_add", "many"),
     Option(("--cap-drop",), "cap_drop", "many"),
@@ -172,4 +184,38 @@ def create_body(image: str, command: tuple[str, ...] | list[str], o: dict[str, A
     }
     if o["entrypoint"] is not None:
         body["Entrypoint"] = [o["entrypoint"]] if o["entrypoint"] else []
+    _network_options(body, o)
     return body
+
+
+def _network_options(body: Body, o: dict[str, Any]) -> None:
+    """-p, -P, --expose, --dns, --add-host, --network-alias, --ip into the body."""
+    host = body["HostConfig"]
+    exposed: dict[str, dict[str, object]] = {}
+    if o["publish"]:
+        from orchestr.api.ports import PortError, parse_publish
+
+        try:
+            exposed, host["PortBindings"] = parse_publish(o["publish"])
+        except PortError as e:
+            raise OrchestrError(f"-p: {e}") from None
+    for spec in o["expose"]:
+        port, _, proto = spec.partition("/")
+        first, _, last = port.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise OrchestrError(f"--expose {spec!r}: expected PORT[-PORT][/PROTO]")
+        for n in range(int(first), int(last or first) + 1):
+            exposed[f"{n}/{proto or 'tcp'}"] = {}
+    if exposed:
+        body["ExposedPorts"] = exposed
+    if o["publish_all"]:
+        host["PublishAllPorts"] = True
+    if o["dns"]:
+        host["Dns"] = list(o["dns"])
+    if o["add_host"]:
+        host["ExtraHosts"] = list(o["add_host"])
+    if o["network_aliases"] or o["ip"]:
+        endpoint: dict[str, Any] = {"Aliases": list(o["network_aliases"]) or None}
+        if o["ip"]:
+            endpoint["IPAMConfig"] = {"IPv4Address": o["ip"]}
+        body["NetworkingConfig"] = {"EndpointsConfig": {o["network"]: endpoint}}

@@ -9,30 +9,9 @@ from typing import Any
 
 import click
 
-from orchestr.cli.common import client_of, format_option
+from orchestr.cli.common import client_of, format_option, grouped_filters, key_values
 from orchestr.cli.output import human_size, print_json, print_table
 from orchestr.errors import OrchestrError
-
-
-def _pairs(values: tuple[str, ...], flag: str, *, bare: bool) -> dict[str, str]:
-    """KEY=VALUE options into a dict; `bare` lets KEY alone mean an empty value."""
-    out: dict[str, str] = {}
-    for item in values:
-        key, eq, value = item.partition("=")
-        if not key or (not eq and not bare):
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint=flag)
-        out[key] = value
-    return out
-
-
-def _filters(values: tuple[str, ...]) -> dict[str, list[str]]:
-    grouped: dict[str, list[str]] = {}
-    for item in values:
-        key, eq, value = item.partition("=")
-        if not key or not eq:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--filter")
-        grouped.setdefault(key, []).append(value)
-    return grouped
 
 
 @click.group("volume")
@@ -59,8 +38,8 @@ def volume_create(
     body: dict[str, Any] = {
         "Name": name or "",
         "Driver": driver,
-        "DriverOpts": _pairs(opts, "-o/--opt", bare=False),
-        "Labels": _pairs(labels, "--label", bare=True),
+        "DriverOpts": key_values(opts, "-o/--opt", bare=False),
+        "Labels": key_values(labels, "--label", bare=True),
     }
     with client_of(ctx) as client:
         created = client.json("POST", "/volumes/create", json=body)
@@ -81,7 +60,7 @@ def volume_create(
 @click.pass_context
 def volume_ls(ctx: click.Context, quiet: bool, filters: tuple[str, ...], fmt: str) -> None:
     """List volumes."""
-    params = {"filters": json.dumps(_filters(filters))} if filters else {}
+    params = {"filters": json.dumps(grouped_filters(filters))} if filters else {}
     with client_of(ctx) as client:
         volumes = client.json("GET", "/volumes", params=params)["Volumes"] or []
     volumes.sort(key=lambda v: v["Name"])
@@ -137,7 +116,7 @@ def volume_prune(ctx: click.Context, all_: bool, filters: tuple[str, ...], force
             "Are you sure you want to continue?",
             abort=True,
         )
-    grouped = _filters(filters)
+    grouped = grouped_filters(filters)
     if "all" in grouped:
         raise click.BadParameter("use -a/--all instead of a filter", param_hint="--filter")
     grouped["all"] = ["true" if all_ else "false"]

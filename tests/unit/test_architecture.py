@@ -13,8 +13,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# The composition roots: the only modules allowed to import both sides.
-ENTRY_POINTS = {"orchestr/__main__.py", "orchestr/cli/app.py", "orchestr/cli/daemon.py"}
+# The composition roots: the only modules allowed to import both sides. The lean `run`
+# path (cli/fast.py) is one: dispatched from __main__ before click, it shares the
+# runtime's `_json`-only JSON codec (agent.runtime.fastjson) rather than copy it.
+ENTRY_POINTS = {
+    "orchestr/__main__.py",
+    "orchestr/cli/app.py",
+    "orchestr/cli/daemon.py",
+    "orchestr/cli/fast.py",
+}
 
 
 def imports_of(path: Path) -> set[str]:

@@ -28,7 +28,25 @@ SAME_AS_CLICK = [
     ["--restart=on-failure:3", "-u", "1000:1000", "-w", "/tmp", "--entrypoint", "", "busybox"],
     ["-l", "a=b", "--label", "c", "--cap-add", "NET_ADMIN", "--cap-drop=ALL", "busybox"],
     ["--network", "host", "-h", "box", "--tmpfs", "/run:size=1m", "busybox", "--rm"],
+    ["-p", "8080:80", "-p127.0.0.1::53/udp", "-P", "--expose", "90-91", "busybox"],
+    ["--net=n1", "--network-alias", "web", "--ip", "10.0.0.9", "--dns", "10.0.0.2", "busybox"],
+    ["--add-host", "db:10.0.0.3", "-dP", "busybox"],
 ]
+
+
+def test_network_options_make_docker_shapes() -> None:
+    parsed = parse_run(
+        ["-p", "8080:80", "--expose", "90/udp", "--network", "n1", "--network-alias", "a",
+         "--ip", "10.1.0.5", "busybox"]
+    )  # fmt: skip
+    assert parsed is not None
+    options, image, command = parsed
+    body = create_body(image, command, options)
+    assert body["ExposedPorts"] == {"80/tcp": {}, "90/udp": {}}
+    assert body["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}
+    assert body["NetworkingConfig"] == {
+        "EndpointsConfig": {"n1": {"Aliases": ["a"], "IPAMConfig": {"IPv4Address": "10.1.0.5"}}}
+    }
 
 
 def click_params(argv: list[str]) -> dict[str, Any]:

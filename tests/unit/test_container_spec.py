@@ -56,12 +56,36 @@ def test_a_plain_docker_run_body_is_accepted() -> None:
     assert spec.network_mode == "default" and spec.mounts == ()
 
 
+def test_network_options_are_read() -> None:
+    spec = parse_create(
+        {
+            "Image": "x",
+            "HostConfig": {
+                "NetworkMode": "n1",
+                "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}], "81/tcp": None},
+                "PublishAllPorts": True,
+                "Dns": ["10.0.0.2"],
+                "ExtraHosts": ["db:10.0.0.3"],
+            },
+            "NetworkingConfig": {"EndpointsConfig": {"n1": {"Aliases": ["web"]}}},
+        }
+    )
+    assert spec.network_mode == "n1" and spec.publish_all
+    assert spec.port_bindings == {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}
+    assert spec.dns == ("10.0.0.2",) and spec.extra_hosts == ("db:10.0.0.3",)
+    assert spec.endpoints == {"n1": {"Aliases": ["web"]}}
+
+
 @pytest.mark.parametrize(
     ("host", "message"),
     [
         ({"Privileged": True}, "privileged containers are not supported yet"),
-        ({"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}, "published ports"),
-        ({"NetworkMode": "mynet"}, "mynet networks are not supported yet"),
+        ({"PortBindings": {"80/tcp": "8080"}}, "HostConfig.PortBindings: expected an object"),
+        (
+            {"NetworkMode": "container:a", "PortBindings": {"80/tcp": [{"HostPort": "8080"}]}},
+            "port publishing and the container type network mode",
+        ),
+        ({"NetworkMode": "container:"}, "container: needs a container name"),
         ({"RestartPolicy": {"Name": "sometimes"}}, "invalid restart policy"),
         ({"RestartPolicy": {"Name": "always", "MaximumRetryCount": 3}}, "maximum retry count"),
         ({"AutoRemove": True, "RestartPolicy": {"Name": "always"}}, "AutoRemove"),
