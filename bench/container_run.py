@@ -115,7 +115,7 @@ class Bench:
         subprocess.run(["ip", "netns", "add", self.netns], check=True)
         subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True)
         self.daemon = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.netns}", ORCHESTR, "daemon", "--no-ip-masq",
+            ["nsenter", f"--net=/run/netns/{self.netns}", ORCHESTR, "daemon", "--ip-masq=false",
              "--data-root", str(self.data_root),
              "--exec-root", str(self.exec_root), "--host", self.host,
              "--cgroup-parent", CGROUP_PARENT],

@@ -21,7 +21,7 @@ The bare kernel (the ceiling), in namespaces ob-PID-kh ("host"), ob-PID-k1, ob-P
   `--serve-proxy` mode of this file, in its own process) on 127.0.0.1:15202.
 
 orchestr: its own daemon (data root, exec root, socket in a temporary directory; cgroup
-parent /orchestr-bench-net; `--no-ip-masq --dns 127.0.0.1`) runs in the namespace
+parent /orchestr-bench-net; `--ip-masq=false --dns 127.0.0.1`) runs in the namespace
 ob-PID-d, so its bridges, veths and nftables table are made there. The busybox root
 filesystem of agent.images.busybox is imported as `busybox`. Then:
 
@@ -280,7 +280,7 @@ dnat to {SUBNET}.2:{SERVER_PORT}
         self.daemon = subprocess.Popen(
             nsenter(netns, ORCHESTR, "daemon", "--data-root", str(self.data_root),
                     "--exec-root", str(self.exec_root), "--host", self.host,
-                    "--cgroup-parent", CGROUP_PARENT, "--no-ip-masq", "--dns", "127.0.0.1"),
+                    "--cgroup-parent", CGROUP_PARENT, "--ip-masq=false", "--dns", "127.0.0.1"),
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env,
             start_new_session=True,  # Ctrl-C reaches us; we stop it with SIGTERM
         )  # fmt: skip

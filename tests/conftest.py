@@ -351,7 +351,7 @@ def start_daemon(
 
     log = (state_dir / "daemon.log").open("ab")
     where = ["nsenter", f"--net={host.path}"] if host is not None else []
-    network = ["--no-ip-masq", *args] if host is not None else ["--bridge", "none", *args]
+    network = ["--ip-masq=false", *args] if host is not None else ["--bridge", "none", *args]
     proc = subprocess.Popen(
         [
             *where,

@@ -51,6 +51,7 @@ log = logging.getLogger("orchestr.containers")
 __all__ = ["Conflict", "ContainerService", "NameConflict", "NotFound", "SpecError"]
 
 DEFAULT_STOP_TIMEOUT = 10
+ALIASES_ON_BRIDGE = "network-scoped aliases are only supported for user-defined networks"
 
 
 class Conflict(Exception):
@@ -100,7 +101,7 @@ class ContainerService:
         self.changed = threading.Condition(self.records.lock)
         self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="start-work")
         self._delays: dict[str, float] = {}
-        self._removing = 0  # removals whose clean-up (after the answer) is not done
+        self._removing = 0  # exits and removals whose clean-up (after the answer) is not done
         self._timers: dict[str, threading.Timer] = {}
         images.in_use = self.chains_in_use
 
@@ -176,7 +177,7 @@ class ContainerService:
             return {}, warnings
         if self.network is None:
             if mode not in ("default", "bridge"):
-                raise NotFound(f"network {mode} not found")
+                raise SpecError(f"network {mode} not found")
             return {}, [BRIDGE_NOT_YET]
         name = "bridge" if mode == "default" else mode
         try:
@@ -184,7 +185,8 @@ class ContainerService:
         except NetworkNotFound as e:
             if mode == "default":
                 return {}, []  # --bridge none: containers get a namespace with lo only
-            raise NotFound(str(e)) from None
+            # 400, not 404: the docker CLI takes any 404 of a create for a missing image
+            raise SpecError(str(e)) from None
         if network.driver == "host":
             return {}, []
         if network.driver == "null":
@@ -194,7 +196,7 @@ class ContainerService:
         for net_name, settings in wanted.items():
             aliases = settings.get("Aliases") or []
             if aliases and net_name == "bridge":
-                raise SpecError("network-scoped alias is supported only for user defined networks")
+                raise SpecError(ALIASES_ON_BRIDGE)
             out[net_name] = {
                 "NetworkID": network.id,
                 "Aliases": [str(a) for a in aliases],
@@ -236,7 +238,7 @@ class ContainerService:
                 )
             aliases = settings.get("Aliases") or []
             if aliases and network.name == "bridge":
-                raise SpecError("network-scoped alias is supported only for user defined networks")
+                raise SpecError(ALIASES_ON_BRIDGE)
             endpoint = {
                 "NetworkID": network.id,
                 "Aliases": [str(a) for a in aliases],
@@ -562,6 +564,16 @@ class ContainerService:
                 return
             if record.status not in ("running", "starting"):
                 return  # seen already (an event and a catch-up both report it)
+            self._removing += 1  # clean-up in progress until the end of on_exit
+        try:
+            self._exited(record, exit_code, oom_killed)
+        finally:
+            with self.changed:
+                self._removing -= 1
+                self.changed.notify_all()
+
+    def _exited(self, record: Record, exit_code: int | None, oom_killed: bool) -> None:
+        container_id = record.id
         self._detach_network(record)  # its names and ports go before anyone hears of it
         with self.changed:
             if record.status not in ("running", "starting"):
@@ -574,22 +586,15 @@ class ContainerService:
             record.oom_killed = oom_killed
             record.finished_at = now_rfc3339()
             record.exits += 1
-            if spec.auto_remove:  # removed next (after a crash, recover() does it)
-                self._removing += 1
-            else:
+            if not spec.auto_remove:  # removed next (after a crash, recover() does it)
                 self.records.save(record)
             self.changed.notify_all()
         if oom_killed:
             self._event(record, "oom")
         self._event(record, "die", exitCode=str(record.exit_code))
         if spec.auto_remove:
-            try:
-                with contextlib.suppress(Exception):
-                    self.remove(container_id, force=True)
-            finally:
-                with self.changed:
-                    self._removing -= 1
-                    self.changed.notify_all()
+            with contextlib.suppress(Exception):
+                self.remove(container_id, force=True)
             return
         with contextlib.suppress(Exception):
             self.supervisor.delete(container_id, force=True)
@@ -753,7 +758,8 @@ class ContainerService:
                 self.changed.notify_all()
 
     def wait_removals(self, timeout: float = 30) -> None:
-        """Until the node's part of every removal in progress is done (daemon exit)."""
+        """Until the node's part of every exit and removal in progress is done (daemon
+        exit: the containers' cgroups must be gone before their parent is removed)."""
         with self.changed:
             self.changed.wait_for(lambda: self._removing == 0, timeout)
 

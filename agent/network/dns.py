@@ -276,8 +276,8 @@ class DnsServer:
             response = await self._forward(query, resolvers) if resolvers else None
             if response is None:
                 response = _reply(query, dns.rcode.NXDOMAIN)
-        return response.to_wire(
-            max_size=65535 if tcp else _udp_limit(query), prefer_truncation=True
+        return response.to_wire(  # in our order: dnspython would shuffle the rotation away
+            max_size=65535 if tcp else _udp_limit(query), prefer_truncation=True, want_shuffle=False
         )
 
     async def _forward(

@@ -360,6 +360,11 @@ class NetworkService:
         unknown = sorted(set(opts) - set(KNOWN_OPTIONS))
         if unknown:
             raise NetworkError(f"network options not supported: {', '.join(unknown)}")
+        if not _flag(opts.get(ICC_OPTION), True):
+            raise NetworkError(
+                f"{ICC_OPTION}=false is not supported: traffic between the containers of "
+                "one bridge is bridged, not routed, and this kernel has no br_netfilter"
+            )
         with self.lock:
             if any(n.name == name for n in self.networks.values()):
                 raise Conflict(f"network with name {name} already exists")

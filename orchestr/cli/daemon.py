@@ -340,8 +340,22 @@ class Daemon:
     help="Where network subnets come from (Docker's defaults when not given).",
 )
 @click.option("--dns", multiple=True, metavar="IP[:PORT]", help="Upstream resolvers of the DNS.")
-@click.option("--ip-masq/--no-ip-masq", default=True, help="Masquerade traffic leaving bridges.")
-@click.option("--ip-forward/--no-ip-forward", default=True, help="Set net.ipv4.ip_forward.")
+@click.option(
+    "--ip-masq",
+    type=click.BOOL,
+    default=True,
+    is_flag=False,
+    flag_value=True,
+    help="Masquerade traffic leaving bridges (--ip-masq=false: off, as dockerd).",
+)
+@click.option(
+    "--ip-forward",
+    type=click.BOOL,
+    default=True,
+    is_flag=False,
+    flag_value=True,
+    help="Set net.ipv4.ip_forward (--ip-forward=false: leave it).",
+)
 @click.option("--mtu", type=int, default=1500, show_default=True, help="MTU of bridge networks.")
 @click.pass_obj
 def daemon(

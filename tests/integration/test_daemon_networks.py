@@ -283,3 +283,64 @@ def test_orchestr_cli_networks(net: Daemon) -> None:
     orchestr(net, "rm", "-f", "s1")
     orchestr(net, "network", "rm", "n9")
     assert "n9" not in orchestr(net, "network", "ls").stdout
+
+
+def test_connect_and_disconnect_a_running_container(net: Daemon) -> None:
+    docker_cli(net, "network", "create", "n1")
+    docker_cli(net, "network", "create", "n2")
+    docker_cli(net, "run", "-d", "--network", "n1", "--name", "a1", *HTTPD)
+    docker_cli(net, "run", "-d", "--network", "n2", "--name", "b1", "busybox", "sleep", "300")
+    get_a1 = ["exec", "b1", "sh", "-c", GET_HOSTNAME.format("a1")]
+    assert "HTTP/1" not in docker_cli(net, *get_a1, check=False).stdout
+    docker_cli(net, "network", "connect", "--alias", "bee", "n1", "b1")
+    assert "eth1" in docker_cli(net, "exec", "b1", "ip", "-o", "link").stdout
+    assert "HTTP/1" in docker_cli(net, *get_a1).stdout
+    b1 = inspect(net, "b1")[0]["NetworkSettings"]["Networks"]
+    assert set(b1) == {"n1", "n2"} and b1["n1"]["IPAddress"] and b1["n1"]["Aliases"] == ["bee"]
+    docker_cli(net, "network", "disconnect", "n1", "b1")
+    assert "HTTP/1" not in docker_cli(net, *get_a1, check=False).stdout
+    assert set(inspect(net, "b1")[0]["NetworkSettings"]["Networks"]) == {"n2"}
+
+
+def test_a_daemon_killed_and_started_again_keeps_the_network(net: Daemon, state_dir: Path) -> None:
+    docker_cli(net, "network", "create", "--subnet", "10.88.0.0/24", "n1")
+    docker_cli(
+        net, "run", "-d", "--network", "n1", "--ip", "10.88.0.50", "-p", "8082:80",
+        "--name", "s1", *HTTPD,
+    )  # fmt: skip
+    hostname = inspect(net, "s1")[0]["Config"]["Hostname"]
+    wait_http(net, ["busybox", "wget", "-q", "-O-", "http://127.0.0.1:8082/hostname"], hostname)
+    net.proc.kill()
+    net.proc.wait()
+    with start_daemon(
+        state_dir, net.socket, host=host_of(net), args=["--dns", "127.0.0.1"]
+    ) as again:
+        doc = inspect(again, "s1")[0]
+        assert doc["State"]["Running"]
+        assert doc["NetworkSettings"]["Networks"]["n1"]["IPAddress"] == "10.88.0.50"
+        out = docker_cli(
+            again, "run", "--rm", "--network", "n1", "busybox", "sh", "-c",
+            "ip -o -4 addr show eth0; " + GET_HOSTNAME.format("s1"),
+        ).stdout  # fmt: skip
+        assert hostname in out and "10.88.0.50" not in out.split("HTTP/1")[0]
+        wait_http(net, ["busybox", "wget", "-q", "-O-", "http://127.0.0.1:8082/hostname"], hostname)
+        clash = docker_cli(again, "run", "-d", "-p", "8082:80", "busybox", "true", check=False)
+        assert "already allocated" in clash.stderr
+        docker_cli(again, "rm", "-f", "s1")
+        docker_cli(again, "network", "rm", "n1")
+
+
+def test_bad_network_requests_get_clear_errors(net: Daemon) -> None:
+    docker_cli(net, "network", "create", "--subnet", "10.89.0.0/24", "n1")
+    for args, message in (
+        (["network", "create", "n1"], "already exists"),
+        (["network", "create", "--subnet", "10.89.0.0/25", "n2"], "overlaps"),
+        (["network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "n3"], "icc"),
+        (["network", "rm", "bridge"], "pre-defined"),
+        (["run", "--rm", "--network", "nope", "busybox", "true"], "nope not found"),
+        (["run", "--rm", "--network", "n1", "--ip", "10.90.0.5", "busybox", "true"], "10.90.0.5"),
+        (["run", "--rm", "--network-alias", "x", "busybox", "true"], "user-defined networks"),
+    ):
+        out = docker_cli(net, *args, check=False)
+        assert out.returncode != 0 and message in out.stderr, (args, out.stderr)
+    docker_cli(net, "run", "--rm", "--network", "n1", "--ip", "10.89.0.9", "busybox", "true")
