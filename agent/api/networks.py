@@ -129,7 +129,11 @@ def _container_entry(name: str, settings: Mapping[str, Any]) -> dict[str, str]:
         "EndpointID": str(settings.get("EndpointID") or ""),
         "MacAddress": str(settings.get("MacAddress") or ""),
         "IPv4Address": f"{settings['IPAddress']}/{settings.get('IPPrefixLen') or 0}",
-        "IPv6Address": "",
+        "IPv6Address": (
+            f"{settings['GlobalIPv6Address']}/{settings.get('GlobalIPv6PrefixLen') or 0}"
+            if settings.get("GlobalIPv6Address")
+            else ""
+        ),
     }
 
 

@@ -492,14 +492,20 @@ class NetworkService:
                         )
                     ip = self._address(network, settings)
                     settings.update(self._settings(network, ip, settings))
+                    ip6 = self._address6(network, settings)
                     ifname = f"eth{len(att.names)}"
+                    cidrs = [f"{ip}/{settings['IPPrefixLen']}"]
+                    gateways = [network.gateway or ""]
+                    if ip6 is not None:
+                        cidrs.append(f"{ip6}/{settings['GlobalIPv6PrefixLen']}")
+                        gateways.append(network.gateway6 or "")
                     plan.append(
                         {
                             "bridge": network.bridge,
                             "container_netns": path,
                             "ifname": ifname,
-                            "addresses": [f"{ip}/{settings['IPPrefixLen']}"],
-                            "gateways": [network.gateway or ""] if not att.names else [],
+                            "addresses": cidrs,
+                            "gateways": gateways if not att.names else [],
                             "mtu": network.mtu,
                             "mac": settings["MacAddress"],
                             "alias": f"orchestr:{container_id[:12]}",
@@ -513,7 +519,8 @@ class NetworkService:
                     addresses.append(str(ip))
                     if network.has_dns:
                         embedded = True
-                        self.dns_table.add(network.id, container_id, names, str(ip), None)
+                        v6 = str(ip6) if ip6 is not None else None
+                        self.dns_table.add(network.id, container_id, names, str(ip), v6)
                     if first_bridge is None and not network.internal:
                         first_bridge = (network, str(ip))
                 if first_bridge is not None and (port_bindings or publish_all):
@@ -529,9 +536,14 @@ class NetworkService:
                 )
             except BaseException:
                 self._release(container_id)
-                for settings in endpoints.values():
-                    for key in ("IPAddress", "IPPrefixLen", "Gateway", "MacAddress", "EndpointID"):
-                        settings.pop(key, None)
+                for given in endpoints.values():
+                    for key in ("IPAddress", "GlobalIPv6Address"):
+                        held = given.get(key)
+                        if held and given.get("NetworkID"):
+                            with contextlib.suppress(Exception):
+                                self.ipam.release_address(given["NetworkID"], held)
+                    for key in _RUNTIME_KEYS:
+                        given.pop(key, None)
                 raise
 
         def wire() -> None:
@@ -604,7 +616,7 @@ class NetworkService:
             if ip:
                 with contextlib.suppress(Exception):
                     self.ipam.release_address(network_id, ip)
-            for key in ("IPAddress", "IPPrefixLen", "Gateway", "MacAddress", "EndpointID"):
+            for key in _RUNTIME_KEYS:
                 settings.pop(key, None)
 
     def detach(self, container_id: str, endpoints: dict[str, dict[str, Any]] | None = None) -> None:
@@ -614,11 +626,12 @@ class NetworkService:
             self._release(container_id)
             for settings in (endpoints or {}).values():
                 network_id = settings.get("NetworkID")
-                ip = settings.get("IPAddress")
-                if network_id and ip:
-                    with contextlib.suppress(Exception):
-                        self.ipam.release_address(network_id, ip)
-                for key in ("IPAddress", "IPPrefixLen", "Gateway", "MacAddress", "EndpointID"):
+                for key in ("IPAddress", "GlobalIPv6Address"):
+                    ip = settings.get(key)
+                    if network_id and ip:
+                        with contextlib.suppress(Exception):
+                            self.ipam.release_address(network_id, ip)
+                for key in _RUNTIME_KEYS:
                     settings.pop(key, None)
 
     def _release(self, container_id: str) -> None:
@@ -654,6 +667,17 @@ class NetworkService:
         ip = self.ipam.request_address(network.id, wanted)
         return ip  # type: ignore[return-value]
 
+    def _address6(self, network: Network, settings: dict[str, Any]) -> object | None:
+        """The endpoint's IPv6 address on a dual-stack network (recorded in `settings`)."""
+        if not (network.enable_ipv6 and network.subnet6):
+            return None
+        wanted = (settings.get("IPAMConfig") or {}).get("IPv6Address") or None
+        ip6 = self.ipam.request_address(network.id, wanted, ipv6=True)
+        settings["GlobalIPv6Address"] = str(ip6)
+        settings["GlobalIPv6PrefixLen"] = ipaddress.ip_network(network.subnet6).prefixlen
+        settings["IPv6Gateway"] = network.gateway6 or ""
+        return ip6
+
     def _settings(
         self, network: Network, ip: object, settings: Mapping[str, Any]
     ) -> dict[str, Any]:
@@ -688,13 +712,18 @@ class NetworkService:
                 network = self.networks[network_id]
                 with contextlib.suppress(Exception):
                     self.ipam.request_address(network_id, ip)
+                ip6 = settings.get("GlobalIPv6Address")
+                if ip6:
+                    with contextlib.suppress(Exception):
+                        self.ipam.request_address(network_id, ip6)
                 names = [name.lstrip("/"), container_id[:12], *(settings.get("Aliases") or [])]
                 att.names[network_id] = names
                 att.ips[network_id] = str(ip)
                 att.scopes.append(network_id)
                 att.ifnames[network_id] = f"eth{len(att.ifnames)}"
                 if network.has_dns:
-                    self.dns_table.add(network_id, container_id, names, str(ip), None)
+                    v6 = str(ip6) if ip6 else None
+                    self.dns_table.add(network_id, container_id, names, str(ip), v6)
             if ports:
                 try:
                     bindings = {
@@ -780,6 +809,19 @@ class NetworkService:
             if network is not None and not network.internal:
                 return network, ip
         return None
+
+
+# What an endpoint holds only while its container runs.
+_RUNTIME_KEYS = (
+    "IPAddress",
+    "IPPrefixLen",
+    "Gateway",
+    "MacAddress",
+    "EndpointID",
+    "GlobalIPv6Address",
+    "GlobalIPv6PrefixLen",
+    "IPv6Gateway",
+)
 
 
 def _nothing() -> None:

@@ -344,3 +344,28 @@ def test_bad_network_requests_get_clear_errors(net: Daemon) -> None:
         out = docker_cli(net, *args, check=False)
         assert out.returncode != 0 and message in out.stderr, (args, out.stderr)
     docker_cli(net, "run", "--rm", "--network", "n1", "--ip", "10.89.0.9", "busybox", "true")
+
+
+def test_dual_stack_network_answers_aaaa(net: Daemon) -> None:
+    docker_cli(
+        net, "network", "create", "--ipv6", "--subnet", "10.78.0.0/24",
+        "--subnet", "fd00:78::/64", "n6",
+    )  # fmt: skip
+    cid = docker_cli(net, "run", "-d", "--network", "n6", "--name", "a1", *HTTPD).stdout.strip()
+    endpoint = inspect(net, "a1")[0]["NetworkSettings"]["Networks"]["n6"]
+    v6 = endpoint["GlobalIPv6Address"]
+    assert v6.startswith("fd00:78::") and endpoint["IPv6Gateway"] == "fd00:78::1"
+    ns = str(net.exec_root / "netns" / cid)  # type: ignore[attr-defined]
+    aaaa = subprocess.run(
+        ["nsenter", f"--net={ns}", "dig", "+short", "+time=5", "+tries=1", "@127.0.0.11",
+         "a1", "AAAA"],
+        capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    assert aaaa == v6
+    out = docker_cli(
+        net, "run", "--rm", "--network", "n6", "busybox", "sh", "-c",
+        GET_HOSTNAME.format(v6),
+    ).stdout  # fmt: skip
+    assert inspect(net, "a1")[0]["Config"]["Hostname"] in out
+    doc = json.loads(docker_cli(net, "network", "inspect", "n6").stdout)[0]
+    assert doc["Containers"][cid]["IPv6Address"] == f"{v6}/64"
