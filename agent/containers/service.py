@@ -902,6 +902,8 @@ class ContainerService:
             elif record.status == "removing":
                 with contextlib.suppress(Exception):
                     self.remove(record.id, force=True)
+        if self.network is not None:
+            self.network.sweep()
         for record in self.records.all():
             if record.running:
                 continue

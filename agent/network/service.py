@@ -746,6 +746,17 @@ class NetworkService:
                     self._on_loop(self.dns.attach(container_id, path, lambda: scopes))
                     att.dns = True
 
+    def sweep(self) -> None:
+        """After recovery: namespace files of containers that no longer run (a daemon
+        that died while they stopped) are removed; their veths go with them."""
+        with self.lock:
+            if not os.path.isdir(self.netns_dir):
+                return
+            for name in os.listdir(self.netns_dir):
+                if name not in self.attached:
+                    with contextlib.suppress(NetworkError):
+                        netns.remove(os.path.join(self.netns_dir, name))
+
     def _host_endpoint(self) -> Endpoint:
         return Endpoint(
             namespace="host",

@@ -277,9 +277,19 @@ def test_orchestr_cli_networks(net: Daemon) -> None:
     assert len(nid) == 64
     table = orchestr(net, "network", "ls").stdout
     assert "n9" in table and "bridge" in table and "host" in table and "none" in table
-    orchestr(net, "run", "-d", "--network", "n9", "--name", "s1", "busybox", "sleep", "300")
+    orchestr(net, "run", "-d", "--network", "n9", "--name", "s1", "-p", "8090:80", *HTTPD)
     ip = inspect(net, "s1")[0]["NetworkSettings"]["Networks"]["n9"]["IPAddress"]
     assert ip.startswith("10.77.0.")
+    hostname = inspect(net, "s1")[0]["Config"]["Hostname"]
+    wait_http(net, ["busybox", "wget", "-q", "-O-", "http://127.0.0.1:8090/hostname"], hostname)
+    listed = json.loads(orchestr(net, "ps", "--format", "json").stdout)
+    assert listed[0]["Ports"] == [
+        {"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8090, "Type": "tcp"}
+    ]
+    out = orchestr(
+        net, "run", "--rm", "--network", "n9", "busybox", "wget", "-qO-", "http://s1/hostname"
+    )
+    assert hostname in out.stdout
     orchestr(net, "rm", "-f", "s1")
     orchestr(net, "network", "rm", "n9")
     assert "n9" not in orchestr(net, "network", "ls").stdout
