@@ -28,7 +28,15 @@ from agent.containers.spec import ContainerSpec, SpecError
 from agent.images.store import ImageNotFound
 from agent.network import NetworkError
 from agent.network.ports import PortError, PortMapping, ports_for_inspect, ports_for_list
-from orchestr.api.http import HttpError, Request, Response, Router, json_response
+from orchestr.api.http import HttpError, Request, Response, Router, json_response, off_loop
+
+_STATUSES = (
+    (NotFound, 404),
+    (ImageNotFound, 404),
+    (NameConflict, 409),
+    (Conflict, 409),
+    (SpecError, 400),
+)
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 RAW = "application/vnd.docker.raw-stream"
@@ -78,17 +86,7 @@ class ContainersApi:
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except NotFound as e:
-            raise HttpError(404, str(e)) from None
-        except ImageNotFound as e:
-            raise HttpError(404, str(e)) from None
-        except NameConflict as e:
-            raise HttpError(409, str(e)) from None
-        except Conflict as e:
-            raise HttpError(409, str(e)) from None
-        except SpecError as e:
-            raise HttpError(400, str(e)) from None
+            return await off_loop(_STATUSES, fn, *args, **kwargs)
         except (NetworkError, PortError) as e:  # a taken port or address is a conflict
             taken = "already allocated" in str(e) or "already in use" in str(e)
             raise HttpError(409 if taken else 400, str(e)) from None

@@ -50,7 +50,7 @@ from agent.network.service import (
     NetworkService,
     NotFound,
 )
-from orchestr.api.http import HttpError, Request, Response, Router, json_response
+from orchestr.api.http import HttpError, Request, Response, Router, json_response, off_loop
 
 __all__ = [
     "NetworkUsers",
@@ -580,14 +580,9 @@ class NetworksApi:
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Blocking service code off the loop, its errors as HTTP answers."""
-        try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except NotFound as e:
-            raise HttpError(404, str(e)) from None
-        except Conflict as e:
-            raise HttpError(409, str(e)) from None
-        except NetworkError as e:
-            raise HttpError(400, str(e)) from None
+        return await off_loop(
+            ((NotFound, 404), (Conflict, 409), (NetworkError, 400)), fn, *args, **kwargs
+        )
 
     async def _container_call(self, fn: Callable[..., Any], *args: Any) -> None:
         """connect/disconnect, their errors as dockerd answers them (see NetworkUsers)."""

@@ -17,7 +17,6 @@ wins either way (orchestr's CLI always sends one).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -30,9 +29,18 @@ from agent.volumes.local import (
     VolumeStore,
     VolumeUsage,
 )
-from orchestr.api.http import API_VERSION, HttpError, Request, Response, Router, json_response
+from orchestr.api.http import (
+    API_VERSION,
+    HttpError,
+    Request,
+    Response,
+    Router,
+    json_response,
+    off_loop,
+)
 
 _ANONYMOUS_BY_DEFAULT_FROM = (1, 42)
+_STATUSES = ((ValueError, 400), (NoSuchVolume, 404), (VolumeInUse, 409), (VolumeConflict, 409))
 
 
 def volume_doc(volume: Volume, usage: VolumeUsage | None = None) -> dict[str, Any]:
@@ -94,14 +102,7 @@ class VolumesApi:
         r.route("DELETE", "/volumes/{name}")(self.remove)
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except ValueError as e:
-            raise HttpError(400, str(e)) from None
-        except NoSuchVolume as e:
-            raise HttpError(404, str(e)) from None
-        except (VolumeInUse, VolumeConflict) as e:
-            raise HttpError(409, str(e)) from None
+        return await off_loop(_STATUSES, fn, *args, **kwargs)
 
     def _filters(self, request: Request, allowed: frozenset[str]) -> VolumeFilters:
         try:

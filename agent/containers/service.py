@@ -40,7 +40,7 @@ from agent.events import EventBus
 from agent.images.service import ImageService
 from agent.network import Endpoint, driver_for
 from agent.network.ports import PortMapping
-from agent.network.service import NetworkService
+from agent.network.service import Network, NetworkService
 from agent.network.service import NotFound as NetworkNotFound
 from agent.network.simple import BRIDGE_NOT_YET
 from agent.runtime.runtime import Runtime
@@ -187,22 +187,10 @@ class ContainerService:
                 return {}, []  # --bridge none: containers get a namespace with lo only
             # 400, not 404: the docker CLI takes any 404 of a create for a missing image
             raise SpecError(str(e)) from None
-        if network.driver == "host":
+        if network.driver != "bridge":  # host and none by name or ID
             return {}, []
-        if network.driver == "null":
-            return {}, []
-        out: dict[str, dict[str, Any]] = {}
-        wanted = {network.name: spec.endpoints.get(mode) or spec.endpoints.get(name) or {}}
-        for net_name, settings in wanted.items():
-            aliases = settings.get("Aliases") or []
-            if aliases and net_name == "bridge":
-                raise SpecError(ALIASES_ON_BRIDGE)
-            out[net_name] = {
-                "NetworkID": network.id,
-                "Aliases": [str(a) for a in aliases],
-                "IPAMConfig": settings.get("IPAMConfig") or None,
-            }
-        return out, []
+        settings = spec.endpoints.get(mode) or spec.endpoints.get(name) or {}
+        return {network.name: _endpoint(network, settings)}, []
 
     # -- networks (the network API's view of containers)
 
@@ -215,7 +203,7 @@ class ContainerService:
                     out.append((record.id, record.name.lstrip("/"), dict(settings)))
         return out
 
-    def connect(self, ref: str, network: Any, settings: dict[str, Any]) -> None:
+    def connect(self, ref: str, network: Network, settings: dict[str, Any]) -> None:
         """`docker network connect`: a container that is not running joins at its next
         start; a running one gets its new interface at once."""
         with self.changed:
@@ -229,28 +217,20 @@ class ContainerService:
                 raise Conflict(
                     f"endpoint with name {record.name} already exists in network {network.name}"
                 )
-            if self.spec(record).network_mode in ("host", "none") or self.spec(
-                record
-            ).network_mode.startswith("container:"):
+            mode = self.spec(record).network_mode
+            if mode in ("host", "none") or mode.startswith("container:"):
                 raise SpecError(
                     f"container sharing network namespace with another container or host "
                     f"cannot be connected to any other network ({record.name})"
                 )
-            aliases = settings.get("Aliases") or []
-            if aliases and network.name == "bridge":
-                raise SpecError(ALIASES_ON_BRIDGE)
-            endpoint = {
-                "NetworkID": network.id,
-                "Aliases": [str(a) for a in aliases],
-                "IPAMConfig": settings.get("IPAMConfig") or None,
-            }
+            endpoint = _endpoint(network, settings)
             if record.running:
                 assert self.network is not None
                 self.network.connect_live(record.id, record.name, endpoint)
             record.networks[network.name] = endpoint
             self.records.save(record)
 
-    def disconnect(self, ref: str, network: Any, force: bool) -> None:
+    def disconnect(self, ref: str, network: Network, force: bool) -> None:
         with self.changed:
             record = self.records.get(ref)
             endpoint = record.networks.get(network.name)
@@ -347,32 +327,28 @@ class ContainerService:
         """Make the container's network namespace and plan its wiring (see
         agent.network.service): (what the runtime joins, the kernel work to do)."""
         mode = spec.network_mode
-        if mode in ("host", "none") or (not record.networks and not mode.startswith("container:")):
-            driver = driver_for("host" if mode == "host" else "none")
-            if self.network is None and mode not in ("host", "none"):
-                driver = driver_for(mode)  # says bridge networking is not built here
-            return driver.endpoint(record.id, record.hostname), _no_work
-        assert self.network is not None or mode.startswith("container:")
-        if self.network is None:
-            raise SpecError("container: network mode needs the network service")
+        if mode.startswith("container:"):
+            return self._joined(mode.partition(":")[2], record.hostname), _no_work
+        if not record.networks:  # host, none, or the default one with --bridge none
+            simple = mode if mode == "host" or self.network is None else "none"
+            return driver_for(simple).endpoint(record.id, record.hostname), _no_work
+        assert self.network is not None  # networks are recorded only with one
         exposed = list(((image_config.get("config") or {}).get("ExposedPorts") or {}).keys())
         exposed += list(spec.exposed_ports)
         endpoint, ports, wire = self.network.attach(
             record.id,
             name=record.name,
             hostname=record.hostname,
-            mode=mode,
             endpoints=record.networks,
             port_bindings=spec.port_bindings,
             publish_all=sorted(set(exposed)) if spec.publish_all else (),
             dns=spec.dns,
             extra_hosts=spec.extra_hosts,
-            joined=self._joined,
         )
         record.ports = [[m.host_ip, m.host_port, m.container_port, m.proto] for m in ports]
         return endpoint, wire
 
-    def _joined(self, ref: str) -> tuple[str, str, str]:
+    def _joined(self, ref: str, hostname: str) -> Endpoint:
         """`container:<ref>`: that running container's namespace and name files."""
         try:
             other = self.records.get(ref)
@@ -380,12 +356,16 @@ class ContainerService:
             raise NotFound(f"No such container: {ref}") from None
         if other.status not in ("running", "paused") or not other.pid:
             raise Conflict(f"cannot join network of a non running container: {other.id}")
-        assert self.network is not None
-        path = self.network.namespace_path(other.id)
-        if not os.path.exists(path):
-            path = f"/proc/{other.pid}/ns/net"
+        path = f"/proc/{other.pid}/ns/net"
+        if self.network is not None and os.path.exists(self.network.namespace_path(other.id)):
+            path = self.network.namespace_path(other.id)
         etc = os.path.join(self.records.dir(other.id), "etc")
-        return path, _read(os.path.join(etc, "hosts")), _read(os.path.join(etc, "resolv.conf"))
+        return Endpoint(
+            namespace=path,
+            hostname=hostname,
+            hosts=_read(os.path.join(etc, "hosts")),
+            resolv_conf=_read(os.path.join(etc, "resolv.conf")),
+        )
 
     def _detach_network(self, record: Record) -> None:
         if self.network is not None:
@@ -926,6 +906,19 @@ def _shown(kind: str, source: str, target: str, rw: bool) -> dict[str, Any]:
         "Mode": "",
         "RW": rw,
         "Propagation": "rprivate" if kind == "bind" else "",
+    }
+
+
+def _endpoint(network: Network, settings: dict[str, Any]) -> dict[str, Any]:
+    """What a container's record keeps of a network it is on, from the request's
+    EndpointConfig (the addresses come when it starts)."""
+    aliases = settings.get("Aliases") or []
+    if aliases and network.name == "bridge":
+        raise SpecError(ALIASES_ON_BRIDGE)
+    return {
+        "NetworkID": network.id,
+        "Aliases": [str(a) for a in aliases],
+        "IPAMConfig": settings.get("IPAMConfig") or None,
     }
 
 

@@ -281,10 +281,11 @@ def _valid_ip(server: str) -> bool:
     return True
 
 
-def upstreams_from_resolv_conf(text: str) -> list[str]:
-    """The host's nameservers a container can use: loopback ones (127.*, ::1) dropped."""
+def upstreams_from_resolv_conf(text: str, *, loopback: bool = False) -> list[str]:
+    """The host's nameservers a container can use: loopback ones (127.*, ::1) dropped,
+    unless `loopback` (the embedded DNS forwards from the node, where they answer)."""
     servers = _parse_resolv_conf(text).nameservers
-    return [s for s in servers if _valid_ip(s) and not _is_loopback(s)]
+    return [s for s in servers if _valid_ip(s) and (loopback or not _is_loopback(s))]
 
 
 def _render(nameservers: Iterable[str], search: Sequence[str], options: Sequence[str]) -> str:

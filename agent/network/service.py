@@ -11,7 +11,8 @@ A container's network namespace is a file made before the container starts
 (`<exec-root>/netns/<id>`), wired completely (veth per network, addresses,
 routes, DNS sockets, port reservations) and then joined by the runtime; it
 goes when the container stops, and the kernel deletes its veths with it.
-`container:<name>` joins another running container's file.
+`container:<name>` joins another running container's file (the container service
+resolves it; nothing is made here).
 
 Records: one JSON file per network under `<data-root>/networks/`. What a
 container holds on its networks (address, aliases, MAC) is kept in the
@@ -42,7 +43,12 @@ from typing import Any
 
 from agent.network import links, netns, nft
 from agent.network.base import Endpoint, NetworkError
-from agent.network.dns import DnsServer, DnsTable, container_resolv_conf, parse_upstream
+from agent.network.dns import (
+    DnsServer,
+    DnsTable,
+    container_resolv_conf,
+    upstreams_from_resolv_conf,
+)
 from agent.network.ipam import DEFAULT_POOLS, Ipam, Pool
 from agent.network.ports import PortAllocator, PortMapping, reserve
 
@@ -220,14 +226,7 @@ class NetworkService:
         resolvers (loopback ones too: the daemon forwards from the node)."""
         if self.config.dns:
             return list(self.config.dns)
-        out = []
-        for line in self.resolv_conf.splitlines():
-            parts = line.split()
-            if len(parts) >= 2 and parts[0] == "nameserver":
-                with contextlib.suppress(ValueError):
-                    parse_upstream(parts[1])
-                    out.append(parts[1])
-        return out
+        return upstreams_from_resolv_conf(self.resolv_conf, loopback=True)
 
     def stop(self, *, keep_running: bool) -> None:
         """At daemon exit: the DNS sockets go; the kernel state stays for the containers
@@ -443,13 +442,11 @@ class NetworkService:
         *,
         name: str,
         hostname: str,
-        mode: str,
         endpoints: dict[str, dict[str, Any]],
         port_bindings: Mapping[str, Any],
         publish_all: Iterable[str],
         dns: Sequence[str] = (),
         extra_hosts: Sequence[str] = (),
-        joined: Callable[[str], tuple[str, str, str]] | None = None,
     ) -> tuple[Endpoint, list[PortMapping], Callable[[], None]]:
         """Make the container's network namespace and plan its wiring to each network
         of `endpoints` (network name -> Docker EndpointSettings, updated here with the
@@ -458,17 +455,7 @@ class NetworkService:
         runs while the container is being created and must finish before it starts
         (`detach` undoes all of it, also when `wire` failed half-way).
 
-        `joined(ref)` answers (network namespace path, /etc/hosts, /etc/resolv.conf)
-        of the running container `container:<ref>` names.
         """
-        if mode == "host":
-            return self._host_endpoint(), [], _nothing
-        if mode.startswith("container:"):
-            if joined is None:
-                raise NetworkError("container: network mode is not available here")
-            path, hosts, resolv = joined(mode.partition(":")[2])
-            endpoint = Endpoint(namespace=path, hostname=hostname, hosts=hosts, resolv_conf=resolv)
-            return endpoint, [], _nothing
         path = self.namespace_path(container_id)
         with self.lock:
             self._kernel_ready()
@@ -726,12 +713,11 @@ class NetworkService:
                     self.dns_table.add(network_id, container_id, names, str(ip), v6)
             if ports:
                 try:
-                    bindings = {
-                        f"{m.container_port}/{m.proto}": [
+                    bindings: dict[str, list[dict[str, str]]] = {}
+                    for m in ports:  # one container port may be published several times
+                        bindings.setdefault(f"{m.container_port}/{m.proto}", []).append(
                             {"HostIp": m.host_ip, "HostPort": str(m.host_port)}
-                        ]
-                        for m in ports
-                    }
+                        )
                     att.ports = self.ports.allocate(bindings)
                     att.holders = [reserve(m) for m in att.ports]
                 except Exception as e:
@@ -756,15 +742,6 @@ class NetworkService:
                 if name not in self.attached:
                     with contextlib.suppress(NetworkError):
                         netns.remove(os.path.join(self.netns_dir, name))
-
-    def _host_endpoint(self) -> Endpoint:
-        return Endpoint(
-            namespace="host",
-            hostname=os.uname().nodename,
-            hosts=_read("/etc/hosts"),
-            resolv_conf=self.resolv_conf,
-            share_uts=True,
-        )
 
     def _on_loop(self, coro: Any) -> Any:
         assert self.loop is not None
@@ -833,10 +810,6 @@ _RUNTIME_KEYS = (
     "GlobalIPv6PrefixLen",
     "IPv6Gateway",
 )
-
-
-def _nothing() -> None:
-    pass
 
 
 def _hosts(hostname: str, addresses: Sequence[str], extra: Sequence[str] = ()) -> str:

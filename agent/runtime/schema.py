@@ -98,10 +98,18 @@ def _validate(doc: object, schema_name: str) -> None:
 
 
 def preload() -> None:
-    """Read every schema file now (they are cached for the process and its forks)."""
+    """Read every schema file now (they are cached for the process and its forks);
+    once: later calls cost nothing."""
+    global _preloaded
+    if _preloaded:
+        return
     for name in sorted(os.listdir(SCHEMA_DIR)):
         if name.endswith(".json"):
             _load(name)
+    _preloaded = True
+
+
+_preloaded = False
 
 
 def _source(schema_name: str) -> str:

@@ -30,7 +30,7 @@ import os
 import re
 import ssl
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -66,6 +66,23 @@ class HttpError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+async def off_loop(
+    statuses: Sequence[tuple[type[BaseException], int]],
+    fn: Callable[..., Any],
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    """Run blocking service code in a worker thread; an error of a listed kind (the
+    first that matches) becomes the answer with its status and message."""
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except Exception as e:
+        for kind, status in statuses:
+            if isinstance(e, kind):
+                raise HttpError(status, str(e)) from None
+        raise
 
 
 @dataclass

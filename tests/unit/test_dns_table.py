@@ -275,6 +275,8 @@ options edns0 timeout:2
 def test_upstreams_drop_loopback_nameservers() -> None:
     assert upstreams_from_resolv_conf(HOST) == ["192.0.2.1", "2001:db8::53"]
     assert upstreams_from_resolv_conf("nameserver 127.0.1.1\nnameserver ::1\n") == []
+    loopback = upstreams_from_resolv_conf("nameserver 127.0.0.53\n", loopback=True)
+    assert loopback == ["127.0.0.53"]
     assert upstreams_from_resolv_conf("nameserver bogus\n; nameserver 1.1.1.1\n") == []
 
 
