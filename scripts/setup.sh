@@ -17,6 +17,7 @@ packages=(
   nftables         # published ports, masquerade and isolation rules (nft -f -)
   bind9-dnsutils   # dig: the real resolver client of the DNS tests
   iperf3           # bench/: network throughput
+  tini             # docker run --init: /usr/bin/tini-static becomes /sbin/docker-init
 )
 missing=()
 for p in "${packages[@]}"; do

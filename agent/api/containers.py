@@ -184,6 +184,11 @@ class ContainersApi:
                 "OnBuild": None,
                 "Labels": {**(image_inner.get("Labels") or {}), **spec.labels},
                 **({"StopSignal": spec.stop_signal} if spec.stop_signal else {}),
+                **(
+                    {"Healthcheck": record.body["Healthcheck"]}
+                    if record.body.get("Healthcheck")
+                    else {}
+                ),
             },
             "NetworkSettings": network_settings(record, spec, image_inner),
         }
@@ -195,8 +200,15 @@ class ContainersApi:
         if not isinstance(filters, dict):
             raise HttpError(400, "filters: expected a JSON object")
         for key in filters:
-            if key not in ("id", "name", "label", "status", "ancestor", "exited"):
+            if key not in ("id", "name", "label", "status", "ancestor", "exited", "health"):
                 raise HttpError(400, f"invalid filter '{key}'")
+        for value in _values(filters, "health"):
+            if value not in _HEALTHS:
+                raise HttpError(
+                    400,
+                    f"invalid filter 'health={value}': invalid value for health ({value}): "
+                    f"must be one of {', '.join(_HEALTHS)}",
+                )
 
         def summaries() -> list[dict[str, Any]]:
             out = []
@@ -359,7 +371,15 @@ class ContainersApi:
         if record.status != "running":
             raise HttpError(409, f"Container {record.id} is not running")
         exec_id = secrets.token_hex(32)
-        process = await asyncio.to_thread(self._exec_process, record, body)
+        process = await self._call(
+            self.service.exec_process,
+            record,
+            cmd,
+            env=list(body.get("Env") or []),
+            user=body.get("User") or "",
+            working_dir=body.get("WorkingDir") or "",
+            tty=bool(body.get("Tty")),
+        )
         tty = bool(body.get("Tty"))
         stdin = bool(body.get("AttachStdin"))
         await self._call(
@@ -379,34 +399,6 @@ class ContainersApi:
             "container", f"exec_create: {' '.join(cmd)}", record.id, {"execID": exec_id}
         )
         return json_response({"Id": exec_id}, 201)
-
-    def _exec_process(self, record: Record, body: dict[str, Any]) -> dict[str, Any]:
-        """The exec's OCI process: the container's (env, cwd, user, capabilities) with the
-        request's Cmd, Env, User, WorkingDir and Tty over it."""
-        from agent.images.bundle import merge_env, resolve_user
-
-        bundle = os.path.join(self.service.records.dir(record.id), "bundle")
-        with open(os.path.join(bundle, "config.json")) as f:
-            config = json.load(f)
-        base = config["process"]
-        env = merge_env(list(base.get("env") or []), list(body.get("Env") or []))
-        process: dict[str, Any] = {
-            "args": list(body["Cmd"]),
-            "env": env,
-            "cwd": body.get("WorkingDir") or base.get("cwd") or "/",
-            "user": dict(base.get("user") or {"uid": 0, "gid": 0}),
-            "terminal": bool(body.get("Tty")),
-            "noNewPrivileges": bool(base.get("noNewPrivileges")),
-        }
-        if base.get("capabilities"):
-            process["capabilities"] = base["capabilities"]
-        if body.get("User"):
-            try:
-                uid, gid, extra = resolve_user(body["User"], os.path.join(bundle, "rootfs"))
-            except ValueError as e:
-                raise HttpError(400, str(e)) from None
-            process["user"] = {"uid": uid, "gid": gid, "additionalGids": extra}
-        return process
 
     async def exec_start(self, request: Request) -> Response | None:
         exec_id = request.params["id"]
@@ -685,6 +677,7 @@ def _shown_status(record: Record) -> str:
 
 def _state(record: Record) -> dict[str, Any]:
     status = _shown_status(record)
+    health = {"Health": record.health} if record.health is not None else {}
     return {
         "Status": status,
         "Running": record.status in ("running", "paused"),
@@ -697,6 +690,7 @@ def _state(record: Record) -> dict[str, Any]:
         "Error": record.error,
         "StartedAt": record.started_at,
         "FinishedAt": record.finished_at,
+        **health,
     }
 
 
@@ -718,7 +712,12 @@ def _status_line(record: Record) -> str:
     now = time.time()
     if record.status in ("running", "paused"):
         up = f"Up {_human(now - container_logs.parse_time(record.started_at))}"
-        return up + " (Paused)" if record.status == "paused" else up
+        if record.status == "paused":
+            return up + " (Paused)"
+        if record.health is not None:  # dockerd's Health.String()
+            status = record.health.get("Status") or "unhealthy"
+            return f"{up} (health: starting)" if status == "starting" else f"{up} ({status})"
+        return up
     if record.status == "restarting":
         return f"Restarting ({record.exit_code}) {_human(now - _t(record.finished_at))} ago"
     if record.status in ("exited", "starting") and record.finished_at != ZERO_TIME:
@@ -833,16 +832,32 @@ def network_settings(
     }
 
 
+_HEALTHS = ("none", "starting", "healthy", "unhealthy")
+
+
+def _values(filters: dict[str, Any], key: str) -> list[str]:
+    v = filters.get(key, [])
+    return [k for k, on in v.items() if on] if isinstance(v, dict) else list(v)
+
+
+def _health_status(record: Record) -> str:
+    """What the health filter matches: none without a check (or before its start)."""
+    if record.health is None:
+        return "none"
+    return str(record.health.get("Status") or "unhealthy")
+
+
 def _matches(record: Record, filters: dict[str, Any]) -> bool:
     def values(key: str) -> list[str]:
-        v = filters.get(key, [])
-        return [k for k, on in v.items() if on] if isinstance(v, dict) else list(v)
+        return _values(filters, key)
 
     if values("id") and not any(record.id.startswith(v) for v in values("id")):
         return False
     if values("name") and not any(v.lstrip("/") in record.name for v in values("name")):
         return False
     if values("status") and _shown_status(record) not in values("status"):
+        return False
+    if values("health") and _health_status(record) not in values("health"):
         return False
     if values("exited") and not (
         record.status == "exited" and str(record.exit_code) in values("exited")

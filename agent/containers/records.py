@@ -51,6 +51,9 @@ class Record:
     # runs also EndpointID, IPAddress, IPPrefixLen, Gateway, MacAddress)
     networks: dict[str, dict[str, Any]] = field(default_factory=dict)
     ports: list[list[Any]] = field(default_factory=list)  # [host ip, host port, port, proto]
+    # Docker's State.Health {Status, FailingStreak, Log} once started with a health
+    # check; None without one (agent/health)
+    health: dict[str, Any] | None = None
 
     @property
     def running(self) -> bool:

@@ -15,6 +15,11 @@
   containers it left: records are brought up to date from the supervisor, exits
   that happened meanwhile are applied, and `always`/`unless-stopped` containers
   that are not running are started.
+- Health checks (agent/health): a container whose merged Healthcheck has a command is
+  watched by the node's probe monitor from each start until it stops; probes are
+  execs through the supervisor; results land in `Record.health` (Docker's
+  State.Health), status changes are `health_status: …` events, and the
+  `org.orchestr.health.on-failure` label acts on `unhealthy` (restart, stop, kill).
 
 Every method blocks (mounts, files, the supervisor's socket); the API calls them
 from worker threads.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal as signals
 import threading
@@ -33,9 +39,18 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from agent import health
 from agent.containers import restart
 from agent.containers.records import NameConflict, NotFound, Record, Records, now_rfc3339
-from agent.containers.spec import ContainerSpec, SpecError, check_name, oci_config, parse_create
+from agent.containers.spec import (
+    INIT_BINARY,
+    INIT_PACKAGE,
+    ContainerSpec,
+    SpecError,
+    check_name,
+    oci_config,
+    parse_create,
+)
 from agent.events import EventBus
 from agent.images.service import ImageService
 from agent.network import Endpoint, driver_for
@@ -103,6 +118,9 @@ class ContainerService:
         self._delays: dict[str, float] = {}
         self._removing = 0  # exits and removals whose clean-up (after the answer) is not done
         self._timers: dict[str, threading.Timer] = {}
+        self.health = health.Monitor(self._probe, self._health_result)
+        self._unhealthy_restarts: set[str] = set()  # killed to be restarted (on-failure)
+        self.init_binary = INIT_BINARY
         images.in_use = self.chains_in_use
 
     def _event(self, record: Record, action: str, **extra: str) -> None:
@@ -145,6 +163,13 @@ class ContainerService:
         if name:
             name = check_name(name)
         image = self.images.find(spec.image)
+        if spec.init:
+            self._check_init()
+        body = dict(spec.raw)
+        inner = image.config.get("config") or {}
+        healthcheck = health.merge(spec.healthcheck, inner.get("Healthcheck"))
+        if healthcheck is not None:
+            body["Healthcheck"] = healthcheck  # merged at create, as dockerd stores it
         networks, warnings = self._networks_of(spec)
         chain = self.images.unpack(image)
         with self.records.lock:
@@ -158,7 +183,7 @@ class ContainerService:
                 image=spec.image,
                 image_id=image.id,
                 chain=chain,
-                body=dict(spec.raw),
+                body=body,
                 hostname=spec.hostname or container_id[:12],
                 log_path=os.path.join(directory, f"{container_id}-json.log"),
                 networks=networks,
@@ -166,6 +191,13 @@ class ContainerService:
             self.records.save(record, durable=True)
         self._event(record, "create")
         return record, warnings
+
+    def _check_init(self) -> None:
+        if not os.path.isfile(self.init_binary):
+            raise SpecError(
+                f"--init: {self.init_binary} is not on this host; install the Debian package "
+                f"{INIT_PACKAGE} (apt-get install {INIT_PACKAGE})"
+            )
 
     def _networks_of(self, spec: ContainerSpec) -> tuple[dict[str, dict[str, Any]], list[str]]:
         """The networks a new container joins (name -> EndpointSettings) and warnings."""
@@ -258,6 +290,8 @@ class ContainerService:
             record.started_at = now_rfc3339()
         try:
             spec = self.spec(record)
+            if spec.init:
+                self._check_init()
             directory = self.records.dir(record.id)
             bundle = os.path.join(directory, "bundle")
             rootfs = os.path.join(bundle, "rootfs")
@@ -275,6 +309,7 @@ class ContainerService:
                 mounts=mounts,
                 cgroups_path=f"{self.cgroup_parent}/{record.id}",
                 endpoint=endpoint,
+                init_binary=self.init_binary,
             )
             import json
 
@@ -395,6 +430,7 @@ class ContainerService:
             record.exit_code = 0
             record.oom_killed = False
             record.error = ""
+            self._start_health(record)
             self.records.save(record)
             self.changed.notify_all()
         self._event(record, "start")
@@ -566,6 +602,9 @@ class ContainerService:
             record.oom_killed = oom_killed
             record.finished_at = now_rfc3339()
             record.exits += 1
+            self._stop_health(record)
+            unhealthy = container_id in self._unhealthy_restarts
+            self._unhealthy_restarts.discard(container_id)
             if not spec.auto_remove:  # removed next (after a crash, recover() does it)
                 self.records.save(record)
             self.changed.notify_all()
@@ -579,7 +618,7 @@ class ContainerService:
         with contextlib.suppress(Exception):
             self.supervisor.delete(container_id, force=True)
         self._unmount_rootfs(record)
-        if restart.should_restart(
+        if (unhealthy and not record.manually_stopped) or restart.should_restart(
             spec.restart, record.exit_code, record.restart_count, record.manually_stopped
         ):
             delay = restart.next_delay(self._delays.get(container_id, 0.0), time.time() - started)
@@ -613,6 +652,138 @@ class ContainerService:
                 self.records.save(record)
                 self.changed.notify_all()
 
+    # -- health checks
+
+    def _start_health(self, record: Record) -> None:
+        """A container (re)started: `starting`, and probes from one interval on.
+        Called with the records' lock held."""
+        config = health.HealthConfig.from_api(record.body.get("Healthcheck"))
+        if config is None:
+            record.health = None
+            return
+        state = (health.HealthState.from_api(record.health) or health.HealthState()).restarted()
+        record.health = state.to_api()
+        self.health.watch(record.id, config, _parse_time(record.started_at), state)
+
+    def _stop_health(self, record: Record) -> None:
+        """Probes stop; the container shows `unhealthy` (dockerd's rule). Lock held."""
+        self.health.unwatch(record.id)
+        state = health.HealthState.from_api(record.health)
+        if state is not None:
+            record.health = health.stopped(state).to_api()
+
+    def exec_process(
+        self,
+        record: Record,
+        cmd: list[str],
+        *,
+        env: list[str] | None = None,
+        user: str = "",
+        working_dir: str = "",
+        tty: bool = False,
+    ) -> dict[str, Any]:
+        """An exec's OCI process: the container's (env, cwd, user, capabilities) with
+        the exec's command, env, user, working directory and tty over it."""
+        import json
+
+        from agent.images.bundle import merge_env, resolve_user
+
+        bundle = os.path.join(self.records.dir(record.id), "bundle")
+        with open(os.path.join(bundle, "config.json")) as f:
+            config = json.load(f)
+        base = config["process"]
+        process: dict[str, Any] = {
+            "args": list(cmd),
+            "env": merge_env(list(base.get("env") or []), list(env or [])),
+            "cwd": working_dir or base.get("cwd") or "/",
+            "user": dict(base.get("user") or {"uid": 0, "gid": 0}),
+            "terminal": tty,
+            "noNewPrivileges": bool(base.get("noNewPrivileges")),
+        }
+        if base.get("capabilities"):
+            process["capabilities"] = base["capabilities"]
+        if user:
+            try:
+                uid, gid, extra = resolve_user(user, os.path.join(bundle, "rootfs"))
+            except ValueError as e:
+                raise SpecError(str(e)) from None
+            process["user"] = {"uid": uid, "gid": gid, "additionalGids": extra}
+        return process
+
+    def _probe(self, target: health.Target) -> health.Result | None:
+        """One probe of a running container (the monitor's worker thread)."""
+        try:
+            record = self.records.get(target.container_id)
+        except NotFound:
+            return None
+        if record.status != "running":
+            return None
+        argv = target.config.argv
+        try:
+            process = self.exec_process(record, argv)
+        except (OSError, ValueError, KeyError) as e:
+            now = time.time()
+            return health.Result(now, now, -1, str(e))
+        exec_id = secrets.token_hex(32)
+        command = " ".join(argv)
+        self._event(record, f"exec_create: {command}", execID=exec_id)
+        result = health.run_exec_probe(
+            self.supervisor,
+            record.id,
+            exec_id,
+            process,
+            target.config,
+            started=lambda: self._event(record, f"exec_start: {command}", execID=exec_id),
+        )
+        self._event(record, "exec_die", execID=exec_id, exitCode=str(result.exit_code))
+        return result
+
+    def _health_result(
+        self, target: health.Target, result: health.Result
+    ) -> health.HealthState | None:
+        """Apply a probe's result; the new state (None: the container is not running)."""
+        with self.changed:
+            try:
+                record = self.records.get(target.container_id)
+            except NotFound:
+                return None
+            before = health.HealthState.from_api(record.health)
+            if (
+                record.status != "running"
+                or before is None
+                or abs(_parse_time(record.started_at) - target.started_at) > 0.001
+            ):
+                return None  # stopped, or started again since this probe began
+            after = health.apply(before, target.config, result, target.started_at)
+            record.health = after.to_api()
+            if after.status != before.status:
+                self.records.save(record)  # probes alone stay in memory, as dockerd's
+        if after.status != before.status:
+            self._event(record, f"health_status: {after.status}")
+            if after.status == health.UNHEALTHY:
+                action = self.spec(record).health_on_failure
+                if action != "none":
+                    self._workers.submit(self._on_unhealthy, record.id, action)
+                    return None  # no more probes: it is being acted on
+        return after
+
+    def _on_unhealthy(self, container_id: str, action: str) -> None:
+        """The org.orchestr.health.on-failure label's action on an unhealthy container."""
+        try:
+            record = self.records.get(container_id)
+            if record.status != "running":
+                return
+            log.info("container %s is unhealthy: %s", container_id[:12], action)
+            if action == "restart":
+                self._unhealthy_restarts.add(container_id)
+                self._terminate(record, None)
+            elif action == "stop":
+                self.stop(container_id)
+            elif action == "kill":
+                self.kill(container_id)
+        except Exception as e:
+            log.warning("unhealthy %s: %s failed: %s", container_id[:12], action, e)
+
     # -- stop, kill, remove
 
     def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> bool:
@@ -622,11 +793,17 @@ class ContainerService:
         self._cancel_restart(record)
         if not record.running:
             return False
+        record.manually_stopped = True
+        self.records.save(record)
+        self._terminate(record, timeout, sig)
+        self._event(record, "stop")
+        return True
+
+    def _terminate(self, record: Record, timeout: int | None, sig: str | None = None) -> None:
+        """The stop signal, the grace period, then SIGKILL; until it exited."""
         spec = self.spec(record)
         number = _signal_number(sig or spec.stop_signal or None)
         grace = timeout if timeout is not None else (spec.stop_timeout or DEFAULT_STOP_TIMEOUT)
-        record.manually_stopped = True
-        self.records.save(record)
         self._thaw(record)
         exits = record.exits
         with contextlib.suppress(Exception):
@@ -635,8 +812,6 @@ class ContainerService:
             with contextlib.suppress(Exception):
                 self.supervisor.kill(record.id, signals.SIGKILL, True)
             self._wait_exit(record, exits, 30)
-        self._event(record, "stop")
-        return True
 
     def _wait_exit(self, record: Record, exits: int, timeout: float) -> bool:
         deadline = time.monotonic() + max(timeout, 0)
@@ -657,6 +832,7 @@ class ContainerService:
         self.runtime.pause(record.id)
         with self.changed:
             record.status = "paused"
+            self._stop_health(record)  # dockerd probes only running, unpaused containers
             self.records.save(record)
         self._event(record, "pause")
 
@@ -665,6 +841,10 @@ class ContainerService:
         if record.status != "paused":
             raise Conflict(f"Container {record.id} is not paused")
         self._thaw(record)
+        config = health.HealthConfig.from_api(record.body.get("Healthcheck"))
+        state = health.HealthState.from_api(record.health)
+        if config is not None and state is not None and record.status == "running":
+            self.health.watch(record.id, config, _parse_time(record.started_at), state)
         self._event(record, "unpause")
 
     def _thaw(self, record: Record) -> None:
@@ -861,6 +1041,7 @@ class ContainerService:
                 if state is not None and state.get("status") == "running":
                     record.status = "running"
                     record.pid = int(state.get("pid") or 0)
+                    self._start_health(record)  # as dockerd's restore: starting again
                     self.records.save(record)
                     if self.network is not None:
                         self.network.restore(

@@ -18,7 +18,41 @@ from agent.images.bundle import DOCKER_DEFAULT_CAPS, Overrides, runtime_config
 from agent.network import Endpoint, driver_for
 from agent.runtime import specopts as so
 
-__all__ = ["ContainerSpec", "Mount", "RestartPolicy", "SpecError", "oci_config", "parse_create"]
+__all__ = [
+    "INIT_BINARY",
+    "INIT_IN_CONTAINER",
+    "ContainerSpec",
+    "Mount",
+    "RestartPolicy",
+    "SpecError",
+    "Ulimit",
+    "oci_config",
+    "parse_create",
+]
+
+# `--init`: Debian's tini (package `tini`), bind-mounted read-only where Docker puts its
+# docker-init, which is tini too.
+INIT_BINARY = "/usr/bin/tini-static"
+INIT_PACKAGE = "tini"
+INIT_IN_CONTAINER = "/sbin/docker-init"
+# go-units' ulimit names (Docker leaves out "as": unusable with the way it inits).
+ULIMITS = (
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+)
 
 # Docker's pattern needs two characters; one is allowed here (`--name w` works).
 _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -46,6 +80,13 @@ class Mount:
     source: str = ""
     read_only: bool = False
     options: tuple[str, ...] = ()  # tmpfs: size=…, mode=…
+
+
+@dataclass(frozen=True)
+class Ulimit:
+    name: str  # nofile, nproc, … (see ULIMITS)
+    soft: int
+    hard: int
 
 
 @dataclass(frozen=True)
@@ -89,6 +130,10 @@ class ContainerSpec:
     no_new_privileges: bool = False
     log_max_size: int | None = None
     log_max_files: int = 1
+    init: bool = False
+    ulimits: tuple[Ulimit, ...] = ()
+    healthcheck: dict[str, Any] | None = None  # Config.Healthcheck as sent (checked)
+    health_on_failure: str = "none"  # the org.orchestr.health.on-failure label
     raw: dict[str, Any] = field(default_factory=dict)  # the body as sent (for inspect)
 
 
@@ -135,7 +180,6 @@ def _unsupported(host: dict[str, Any]) -> None:
         "Links": "links",
         "VolumesFrom": "volumes-from",
         "Sysctls": "sysctls",
-        "Ulimits": "ulimits",
         "DeviceRequests": "device requests (GPUs)",
         "IpcMode": "ipc modes",
         "PidMode": "pid modes",
@@ -148,7 +192,6 @@ def _unsupported(host: dict[str, Any]) -> None:
         "BlkioWeight": "block I/O limits",
         "GroupAdd": "supplementary groups",
         "OomKillDisable": "oom-kill-disable",
-        "Init": "an init process (--init)",
     }
     for key, what in refused.items():
         value = host.get(key)
@@ -219,6 +262,49 @@ def _caps(values: object, where: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _ulimits(values: object) -> tuple[Ulimit, ...]:
+    """HostConfig.Ulimits [{Name, Soft, Hard}], with go-units' checks and messages."""
+    if values is None:
+        return ()
+    if not isinstance(values, list):
+        raise SpecError("HostConfig.Ulimits: expected a list")
+    out: list[Ulimit] = []
+    for i, u in enumerate(values):
+        if not isinstance(u, dict):
+            raise SpecError(f"HostConfig.Ulimits[{i}]: expected an object")
+        name = u.get("Name")
+        if not isinstance(name, str) or name not in ULIMITS:
+            raise SpecError(f"invalid ulimit type: {name}")
+        soft = _int(u.get("Soft"), f"HostConfig.Ulimits[{i}].Soft")
+        hard = _int(u.get("Hard"), f"HostConfig.Ulimits[{i}].Hard")
+        if soft > hard:
+            raise SpecError(
+                f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"
+            )
+        if soft < 0:
+            raise SpecError(f"invalid ulimit argument: {name}={soft}:{hard}")
+        if any(o.name == name for o in out):
+            raise SpecError(f"HostConfig.Ulimits: {name} is given twice")
+        out.append(Ulimit(name, soft, hard))
+    return tuple(out)
+
+
+def _health(body: dict[str, Any], labels: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
+    from agent.health import ON_FAILURE_ACTIONS, ON_FAILURE_LABEL, HealthConfigError, check
+
+    try:
+        healthcheck = check(body.get("Healthcheck"))
+    except HealthConfigError as e:
+        raise SpecError(str(e)) from None
+    action = labels.get(ON_FAILURE_LABEL, "none") or "none"
+    if action not in ON_FAILURE_ACTIONS:
+        raise SpecError(
+            f"invalid value {action!r} for label {ON_FAILURE_LABEL}: "
+            f"must be one of {', '.join(ON_FAILURE_ACTIONS)}"
+        )
+    return healthcheck, action
+
+
 def parse_create(body: object) -> ContainerSpec:
     """Docker's POST /containers/create body -> ContainerSpec (SpecError if refused)."""
     if not isinstance(body, dict):
@@ -280,6 +366,11 @@ def parse_create(body: object) -> ContainerSpec:
         else:
             raise SpecError(f"HostConfig.SecurityOpt: {opt!r} is not supported yet")
     stop_timeout = body.get("StopTimeout")
+    labels = {str(k): str(v) for k, v in (body.get("Labels") or {}).items()}
+    healthcheck, on_failure = _health(body, labels)
+    init = host.get("Init")
+    if init is not None and not isinstance(init, bool):
+        raise SpecError("HostConfig.Init: expected a boolean")
     return ContainerSpec(
         image=image,
         cmd=_strs(body.get("Cmd"), "Config.Cmd"),
@@ -288,7 +379,7 @@ def parse_create(body: object) -> ContainerSpec:
         working_dir=body.get("WorkingDir") or "",
         user=body.get("User") or "",
         hostname=body.get("Hostname") or "",
-        labels={str(k): str(v) for k, v in (body.get("Labels") or {}).items()},
+        labels=labels,
         tty=bool(body.get("Tty")),
         open_stdin=bool(body.get("OpenStdin")),
         stdin_once=bool(body.get("StdinOnce")),
@@ -319,6 +410,10 @@ def parse_create(body: object) -> ContainerSpec:
         no_new_privileges=no_new_privileges,
         log_max_size=max_size,
         log_max_files=max_files,
+        init=bool(init),
+        ulimits=_ulimits(host.get("Ulimits")),
+        healthcheck=healthcheck,
+        health_on_failure=on_failure,
         raw=body,
     )
 
@@ -349,9 +444,11 @@ def oci_config(
     mounts: list[dict[str, Any]],
     cgroups_path: str,
     endpoint: Endpoint | None = None,
+    init_binary: str = INIT_BINARY,
 ) -> dict[str, Any]:
     """The bundle's config.json: the image config under the spec, Docker's defaults,
-    and the network its driver described (`endpoint`; default: the spec's mode's)."""
+    and the network its driver described (`endpoint`; default: the spec's mode's).
+    `--init` runs `init_binary` (bind-mounted read-only) as /sbin/docker-init -- ARGV."""
     endpoint = endpoint or driver_for(spec.network_mode).endpoint("", hostname)
     overrides = Overrides(
         cmd=spec.cmd,
@@ -389,9 +486,18 @@ def oci_config(
         )
     for m in mounts:
         opts.append(so.with_mount(m["destination"], m["type"], m["source"], m.get("options")))
+    if spec.init:
+        opts.append(so.with_mount(INIT_IN_CONTAINER, "bind", init_binary, ["bind", "ro"]))
     config = dict(so.build(config, *opts))
     process: dict[str, Any] = config["process"]
     process["noNewPrivileges"] = spec.no_new_privileges
+    if spec.init:
+        process["args"] = [INIT_IN_CONTAINER, "--", *process.get("args", [])]
+    if spec.ulimits:
+        process["rlimits"] = [
+            {"type": "RLIMIT_" + u.name.upper(), "soft": u.soft, "hard": u.hard}
+            for u in spec.ulimits
+        ]
     if endpoint.share_uts:
         config.pop("hostname", None)
     if spec.seccomp:

@@ -221,6 +221,10 @@ class SupervisorClient:
             raise SupervisorError(f"exec {exec_id}: no exit code")
         return code
 
+    def exec_forget(self, exec_id: str) -> None:
+        """Drop a finished exec's record (an error while it still runs)."""
+        self.call({"op": "exec_forget", "exec_id": exec_id})
+
     def exec_resize(self, exec_id: str, height: int, width: int) -> None:
         self.call({"op": "exec_resize", "exec_id": exec_id, "height": height, "width": width})
 

@@ -1236,6 +1236,14 @@ class Supervisor:
         self._resize(self._exec(req), req)
         return {"ok": True}
 
+    def op_exec_forget(self, _conn: Conn, req: dict[str, object]) -> Response:
+        """Drop a finished exec's record (health probes: dockerd forgets them too)."""
+        ex = self._exec(req)
+        if not ex.finished:
+            raise RequestError(f"exec {ex.exec_id} is still running")
+        self._forget_exec(ex)
+        return {"ok": True}
+
     def op_events(self, conn: Conn, _req: dict[str, object]) -> Response | None:
         self._send(conn, {"ok": True})
         conn.mode = "events"
@@ -1258,6 +1266,7 @@ class Supervisor:
         "exec_create": op_exec_create,
         "exec_attach": op_exec_attach,
         "exec_start": op_exec_start,
+        "exec_forget": op_exec_forget,
         "exec_state": op_exec_state,
         "exec_wait": op_exec_wait,
         "exec_resize": op_exec_resize,

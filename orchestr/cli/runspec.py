@@ -81,6 +81,15 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option(("--cap-add",), "cap_add", "many"),
     Option(("--cap-drop",), "cap_drop", "many"),
     Option(("--hostname", "-h"), "hostname", help="Container host name."),
+    Option(("--health-cmd",), "health_cmd", help="Command to run to check health."),
+    Option(("--health-interval",), "health_interval", help="Time between checks (e.g. 30s)."),
+    Option(("--health-timeout",), "health_timeout", help="Maximum time a check may run."),
+    Option(("--health-retries",), "health_retries", help="Failures before unhealthy.", type=int),
+    Option(("--health-start-period",), "health_start_period", help="Start-up grace period."),
+    Option(("--health-start-interval",), "health_start_interval", help="Time between checks then."),
+    Option(("--no-healthcheck",), "no_healthcheck", "flag", False, "Disable any HEALTHCHECK."),
+    Option(("--init",), "init", "flag", False, "Run an init (tini) as PID 1."),
+    Option(("--ulimit",), "ulimits", "many", metavar="NAME=SOFT[:HARD]"),
 )
 
 
@@ -147,6 +156,106 @@ def mounts(specs: tuple[str, ...]) -> list[dict[str, Any]]:
     return out
 
 
+_DURATION_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,
+    "\u03bcs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+
+
+def duration_ns(text: str, flag: str) -> int:
+    """Go's time.ParseDuration (300ms, 1.5s, 1m30s, 0) -> nanoseconds."""
+    import re
+
+    t = text.strip()
+    if t in ("0", "+0", "-0"):
+        return 0
+    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)", t.lstrip("+-"))
+    joined = "".join(n + u for n, u in parts)
+    if not parts or joined != t.lstrip("+-"):
+        raise OrchestrError(f'invalid argument "{text}" for "{flag}" flag: time: invalid duration')
+    ns = round(sum(float(n) * _DURATION_UNITS[u] for n, u in parts))
+    if t.startswith("-"):
+        raise OrchestrError(f"{flag} cannot be negative")
+    return ns
+
+
+def healthcheck(o: dict[str, Any]) -> dict[str, Any] | None:
+    """The --health-* and --no-healthcheck flags -> Config.Healthcheck (the docker CLI's)."""
+    durations = {
+        "Interval": ("health_interval", "--health-interval"),
+        "Timeout": ("health_timeout", "--health-timeout"),
+        "StartPeriod": ("health_start_period", "--health-start-period"),
+        "StartInterval": ("health_start_interval", "--health-start-interval"),
+    }
+    given = (
+        o.get("health_cmd")
+        or o.get("health_retries") is not None
+        or any(o.get(dest) for dest, _ in durations.values())
+    )
+    if o.get("no_healthcheck"):
+        if given:
+            raise OrchestrError("--no-healthcheck conflicts with --health-* options")
+        return {"Test": ["NONE"]}
+    if not given:
+        return None
+    retries = o.get("health_retries") or 0
+    if retries < 0:
+        raise OrchestrError("--health-retries cannot be negative")
+    check: dict[str, Any] = {"Test": ["CMD-SHELL", o["health_cmd"]] if o.get("health_cmd") else []}
+    for key, (dest, flag) in durations.items():
+        check[key] = duration_ns(o[dest], flag) if o.get(dest) else 0
+    check["Retries"] = retries
+    return check
+
+
+_ULIMIT_NAMES = [
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+]
+
+
+def ulimits(specs: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+    """`--ulimit nofile=1024[:2048]` -> HostConfig.Ulimits (go-units' parser)."""
+    out = []
+    for spec in specs:
+        name, eq, limits = spec.partition("=")
+        if not eq:
+            raise OrchestrError(f"invalid ulimit argument: {spec}")
+        if name not in _ULIMIT_NAMES:
+            raise OrchestrError(f"invalid ulimit type: {name}")
+        soft_text, colon, hard_text = limits.partition(":")
+        try:
+            soft = int(soft_text)
+            hard = int(hard_text) if colon else soft
+        except ValueError:
+            raise OrchestrError(f"invalid ulimit argument: {spec}") from None
+        if soft > hard:
+            raise OrchestrError(
+                f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"
+            )
+        out.append({"Name": name, "Soft": soft, "Hard": hard})
+    return out
+
+
 def create_body(image: str, command: tuple[str, ...] | list[str], o: dict[str, Any]) -> Body:
     """The body of POST /containers/create for `run` with options `o` (see RUN_OPTIONS)."""
     if o["detach"] and o["remove"] and o["restart"] != "no":
@@ -184,6 +293,13 @@ def create_body(image: str, command: tuple[str, ...] | list[str], o: dict[str, A
     }
     if o["entrypoint"] is not None:
         body["Entrypoint"] = [o["entrypoint"]] if o["entrypoint"] else []
+    check = healthcheck(o)
+    if check is not None:
+        body["Healthcheck"] = check
+    if o.get("init"):
+        body["HostConfig"]["Init"] = True
+    if o.get("ulimits"):
+        body["HostConfig"]["Ulimits"] = ulimits(o["ulimits"])
     _network_options(body, o)
     return body
 

@@ -144,6 +144,24 @@ def test_exec_refusals(node: Node, make_bundle: BundleFactory) -> None:
     assert node.client.ping()["containers"] == 2
 
 
+def test_a_finished_exec_can_be_forgotten(node: Node, make_bundle: BundleFactory) -> None:
+    node.start()
+    cid = running(node, make_bundle)
+    done, still = unique("e"), unique("e")
+    node.client.exec_create(cid, still, process("sleep", "60"))
+    node.client.exec_start(still)
+    with pytest.raises(SupervisorError, match="still running"):
+        node.client.exec_forget(still)
+    node.client.exec_create(cid, done, process("true"))
+    node.client.exec_start(done)
+    assert node.client.exec_wait(done, timeout=20) == 0
+    node.client.exec_forget(done)
+    with pytest.raises(SupervisorError, match="no such exec"):
+        node.client.exec_state(done)
+    assert node.client.exec_state(still)["running"] is True
+    node.client.delete(cid, force=True)
+
+
 def test_execs_go_with_their_container(node: Node, make_bundle: BundleFactory) -> None:
     node.start()
     cid = running(node, make_bundle)
