@@ -1,0 +1,1 @@
+"""Running a Compose project on one node through the Docker Engine API."""

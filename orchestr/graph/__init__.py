@@ -1,0 +1,1 @@
+"""Dependency graphs of a stack's services: order, waves, cycles, drawings."""
