@@ -23,9 +23,6 @@ HOST_ENV = "ORCHESTR_HOST"
 # Commands users know from Docker/Compose that later stages build; until then
 # they say so plainly instead of pretending to work.
 _PLANNED = {
-    "up": "the Compose stage (`orchestr up -f stack.yml`)",
-    "down": "the Compose stage",
-    "config": "the Compose stage",
     "service": "the control plane",
 }
 
@@ -56,6 +53,11 @@ def resolve_host(flag: str | None, environ: dict[str, str] | None = None) -> str
 # does not pay for httpx and rich: name -> "module:attribute".
 _LAZY = {
     "build": "orchestr.cli.images:build",
+    "compose": "orchestr.cli.compose:compose",
+    "config": "orchestr.cli.compose:config",
+    "down": "orchestr.cli.compose:down",
+    "graph": "orchestr.cli.compose:graph",
+    "up": "orchestr.cli.compose:up",
     "exec": "orchestr.cli.containers:exec_",
     "info": "orchestr.cli.system:info",
     "pause": "orchestr.cli.system:pause",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
 
@@ -33,9 +35,21 @@ def test_version_shows_the_host(capsys: pytest.CaptureFixture[str], monkeypatch)
 
 
 def test_planned_command_says_not_supported_in_one_line(capsys: pytest.CaptureFixture[str]):
-    assert main(["up", "-f", "stack.yml"]) == 1
+    assert main(["service", "ls"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not supported yet" in err[0]
+
+
+def test_a_stack_that_does_not_load_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    stack = tmp_path / "stack.yml"
+    stack.write_text("services:\n  web:\n    image: x\n    ports: [80:80:80]\n")
+    assert main(["up", "-f", str(stack)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stack.yml:4:" in err[0] and "ports[0]" in err[0]
+    assert main(["up", "-f", str(tmp_path / "missing.yml")]) == 1
+    assert "no such file" in capsys.readouterr().err
 
 
 def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
