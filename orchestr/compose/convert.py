@@ -78,7 +78,10 @@ def image_of(project: str, service: Service) -> str:
 def unsupported(service: Service) -> list[str]:
     """The service's attributes that orchestr does not run yet (names, sorted); an
     attribute set to nothing (false, empty) asks for nothing and passes."""
-    values = {**service.model_dump(exclude_unset=True), **(service.model_extra or {})}
+    values = {
+        **service.model_dump(exclude_unset=True, by_alias=True),
+        **(service.model_extra or {}),
+    }
     return sorted(
         name
         for name, value in values.items()

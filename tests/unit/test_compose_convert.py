@@ -106,3 +106,9 @@ def test_file_secrets_are_read_only_binds(tmp_path: Path) -> None:
     env = project({"s": {"image": "x", "secrets": ["e"]}}, secrets={"e": {"environment": "E"}})
     with pytest.raises(NotSupportedError, match="only file-based"):
         convert.container_body(env, env.services["s"], 1, "h")
+
+
+def test_the_orchestr_extension_becomes_the_health_label() -> None:
+    p = project({"s": {"image": "x", "x-orchestr": {"health_on_failure": "restart"}}})
+    body = convert.container_body(p, p.services["s"], 1, "h")
+    assert body["Labels"]["org.orchestr.health.on-failure"] == "restart"
