@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
+import networkx as nx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orchestr.graph.deps import (
+    Edge,
+    Graph,
     build_graph,
     dependents,
     render,
     start_waves,
     stop_waves,
+    to_networkx,
     with_dependencies,
 )
 from orchestr.stack.errors import StackError
@@ -50,7 +57,7 @@ def test_implied_edges() -> None:
     )
     graph = build_graph(p)
     assert set(graph.successors("app")) == {"vpn", "data", "db"}
-    assert all(graph.edges["app", d]["implicit"] for d in ("vpn", "data", "db"))
+    assert all(graph.edges["app"][d].implicit for d in ("vpn", "data", "db"))
 
 
 def test_a_cycle_is_written_out() -> None:
@@ -71,7 +78,7 @@ def test_self_dependency_is_a_cycle() -> None:
 
 def test_optional_missing_dependency_is_dropped_required_is_an_error() -> None:
     graph = build_graph(project(a={"depends_on": {"gone": dep(required=False)}}))
-    assert list(graph.edges) == []
+    assert graph.edges == {"a": {}}
     with pytest.raises(StackError, match="undefined service 'gone'"):
         build_graph(project(a={"depends_on": {"gone": dep()}}))
 
@@ -86,3 +93,26 @@ def test_renderings() -> None:
     assert '"web" -> "db" [label="healthy, restart"];' in render(graph, "dot")
     with pytest.raises(ValueError):
         render(graph, "svg")
+
+
+@given(st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7)), max_size=20))
+def test_answers_agree_with_networkx(pairs: list[tuple[int, int]]) -> None:
+    graph = Graph()
+    for n in range(8):
+        graph.add_node(f"s{n}")
+    for a, b in pairs:
+        graph.add_edge(f"s{a}", f"s{b}", Edge("service_started"))
+    reference = to_networkx(graph)
+    cycle = graph.find_cycle()
+    assert (cycle is None) == nx.is_directed_acyclic_graph(reference)
+    if cycle is not None:
+        assert cycle[0] == cycle[-1]
+        assert all(reference.has_edge(x, y) for x, y in pairwise(cycle))
+        return
+    waves = start_waves(graph)
+    expected = [sorted(w) for w in nx.topological_generations(reference.reverse())]
+    assert waves == expected
+    for n in range(8):
+        name = f"s{n}"
+        assert with_dependencies(graph, [name]) == {name} | nx.descendants(reference, name)
+        assert dependents(graph, name) == nx.ancestors(reference, name)
