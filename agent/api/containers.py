@@ -184,6 +184,7 @@ class ContainersApi:
                 "OnBuild": None,
                 "Labels": {**(image_inner.get("Labels") or {}), **spec.labels},
                 **({"StopSignal": spec.stop_signal} if spec.stop_signal else {}),
+                **({"StopTimeout": spec.stop_timeout} if spec.stop_timeout is not None else {}),
                 **(
                     {"Healthcheck": record.body["Healthcheck"]}
                     if record.body.get("Healthcheck")

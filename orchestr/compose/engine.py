@@ -159,9 +159,9 @@ class Engine:
                 f"found orphan containers of {names}; --remove-orphans removes them",
                 "warning",
             )
+        self._images(list(decided.services), options)  # first: a missing one creates nothing
         self._networks()
         self._volumes()
-        self._images(list(decided.services), options)
         for orphan in decided.orphans if options.remove_orphans else []:
             self._remove(orphan.id, orphan.name, options.timeout)
         self._run_services(decided, digests, options)
@@ -430,8 +430,15 @@ class Engine:
             raise ComposeError(f"starting {name}: {exc}") from None
 
     def _remove(
-        self, container_id: str, name: str, timeout: int | None, *, quiet: bool = False
+        self,
+        container_id: str,
+        name: str,
+        timeout: int | None,
+        *,
+        quiet: bool = False,
+        volumes: bool = False,
     ) -> None:
+        """Stop and remove a container (with its anonymous volumes when `volumes`)."""
         if not quiet:
             self.report("Container", name, "Stopping")
         params = {} if timeout is None else {"t": timeout}
@@ -441,7 +448,9 @@ class Engine:
             if exc.status not in (304, 404):
                 raise
         try:
-            self.client.request("DELETE", f"/containers/{container_id}", params={"force": 1})
+            self.client.request(
+                "DELETE", f"/containers/{container_id}", params={"force": 1, "v": int(volumes)}
+            )
         except ApiError as exc:
             if exc.status != 404:
                 raise
@@ -587,7 +596,9 @@ class Engine:
                 continue
             with ThreadPoolExecutor(max_workers=min(16, len(members))) as pool:
                 for future in [
-                    pool.submit(self._remove, c["Id"], c["Names"][0].lstrip("/"), timeout)
+                    pool.submit(
+                        self._remove, c["Id"], c["Names"][0].lstrip("/"), timeout, volumes=volumes
+                    )
                     for c in members
                 ]:
                     future.result()

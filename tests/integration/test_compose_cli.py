@@ -181,3 +181,70 @@ def test_unhealthy_container_is_restarted_by_the_extension(net: Daemon, tmp_path
         assert time.monotonic() < deadline, info["State"]
         time.sleep(0.2)
     compose(net, stack, "down", "-t", "1")
+
+
+def test_service_attributes_reach_the_container(net: Daemon, tmp_path: Path) -> None:
+    (tmp_path / "app.conf").write_text("conf\n")
+    stack = write_stack(
+        tmp_path,
+        """\
+        name: attrs
+        services:
+          box:
+            image: busybox:latest
+            container_name: attrs-box
+            hostname: boxhost
+            entrypoint: ["sh", "-c"]
+            command: ["echo started; exec sleep 300"]
+            working_dir: /tmp
+            user: "1000:1000"
+            environment: {GREETING: hello}
+            labels: {team: core}
+            extra_hosts: ["db.local:10.9.9.9"]
+            init: true
+            read_only: true
+            tmpfs: [/scratch]
+            cap_drop: [NET_RAW]
+            ulimits: {nofile: {soft: 512, hard: 1024}}
+            mem_limit: 64m
+            stop_signal: SIGUSR1
+            stop_grace_period: 2s
+            restart: on-failure:2
+            expose: ["9000"]
+            ports: ["127.0.0.1:8181:80"]
+            volumes: [data:/data]
+            configs: [{source: conf, target: /etc/app.conf}]
+        volumes:
+          data: {}
+        configs:
+          conf: {file: ./app.conf}
+        """,
+    )
+    compose(net, stack, "up", "-d")
+    info = json.loads(docker_cli(net, "inspect", "attrs-box").stdout)[0]
+    config, host = info["Config"], info["HostConfig"]
+    assert config["Hostname"] == "boxhost"
+    assert config["Entrypoint"] == ["sh", "-c"] and config["Cmd"] == [
+        "echo started; exec sleep 300"
+    ]
+    assert config["WorkingDir"] == "/tmp" and config["User"] == "1000:1000"
+    assert "GREETING=hello" in config["Env"]
+    assert config["Labels"]["team"] == "core"
+    assert config["Labels"]["com.docker.compose.service"] == "box"
+    assert config["StopSignal"] == "SIGUSR1" and config["StopTimeout"] == 2
+    assert "9000/tcp" in config["ExposedPorts"] and "80/tcp" in config["ExposedPorts"]
+    assert host["ExtraHosts"] == ["db.local:10.9.9.9"]
+    assert host["Init"] is True and host["ReadonlyRootfs"] is True
+    assert host["Memory"] == 64 << 20
+    assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+    assert host["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8181"}]}
+    run = compose(net, stack, "exec", "-T", "box", "sh", "-c",
+                  "id -u; grep 'open files' /proc/1/limits | tr -s ' ' | cut -d' ' -f4;"
+                  " cat /etc/app.conf; grep db.local /etc/hosts; "
+                  "touch /scratch/x && echo tmpfs-ok; touch /rootfile 2>/dev/null || echo ro-ok")  # fmt: skip
+    lines = run.stdout.split()
+    assert lines[:3] == ["1000", "512", "conf"]
+    assert "10.9.9.9" in run.stdout and "tmpfs-ok" in run.stdout and "ro-ok" in run.stdout
+    assert "attrs_data" in docker_cli(net, "volume", "ls").stdout
+    compose(net, stack, "down", "-v", "-t", "1")
+    assert "attrs_data" not in docker_cli(net, "volume", "ls").stdout
