@@ -241,7 +241,8 @@ def test_service_attributes_reach_the_container(net: Daemon, tmp_path: Path) -> 
     run = compose(net, stack, "exec", "-T", "box", "sh", "-c",
                   "id -u; grep 'open files' /proc/1/limits | tr -s ' ' | cut -d' ' -f4;"
                   " cat /etc/app.conf; grep db.local /etc/hosts; "
-                  "touch /scratch/x && echo tmpfs-ok; touch /rootfile 2>/dev/null || echo ro-ok")  # fmt: skip
+                  "touch /scratch/x && echo tmpfs-ok;"
+                  " touch /rootfile 2>/dev/null || echo ro-ok")  # fmt: skip
     lines = run.stdout.split()
     assert lines[:3] == ["1000", "512", "conf"]
     assert "10.9.9.9" in run.stdout and "tmpfs-ok" in run.stdout and "ro-ok" in run.stdout
