@@ -86,6 +86,21 @@ def _subreaper() -> Iterator[None]:
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir() -> Iterator[None]:
+    """The CLI's cache of valid stacks in a directory of the test session's own."""
+    import shutil
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix=f"{MARKER}-cache-")
+    os.environ["ORCHESTR_CACHE_DIR"] = directory
+    try:
+        yield
+    finally:
+        os.environ.pop("ORCHESTR_CACHE_DIR", None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def _reap_orphans() -> Iterator[None]:
     yield
@@ -332,6 +347,7 @@ class Daemon:
             "DOCKER_BUILDKIT": "0",
             "ORCHESTR_HOST": self.host,
             "ORCHESTR_NO_AUTOSTART": "1",
+            "ORCHESTR_CACHE_DIR": str(self.state_dir / "cache"),
             **extra,
         }
 

@@ -22,11 +22,11 @@ from typing import Any
 
 import click
 
-from orchestr.cli.common import client_of
+from orchestr.cli.common import lean_client_of as client_of
 from orchestr.cli.output import human_age, print_table
-from orchestr.client import ApiError, Client
+from orchestr.client import ApiError
 from orchestr.compose import convert
-from orchestr.compose.engine import Engine, UpOptions
+from orchestr.compose.engine import ApiClient, Engine, UpOptions
 from orchestr.errors import OrchestrError
 from orchestr.graph.deps import build_graph, render
 from orchestr.stack.errors import StackError
@@ -84,8 +84,19 @@ def load(ctx: click.Context, /, kwargs: dict[str, Any], services: tuple[str, ...
             profiles=args["profiles"],
             services=services,
             warn=_warn,
+            cache_dir=_cache_dir(),
         )
     )
+
+
+def _cache_dir() -> str:
+    """$ORCHESTR_CACHE_DIR, else $XDG_CACHE_HOME/orchestr, else ~/.cache/orchestr:
+    where the loader remembers documents it found valid."""
+    explicit = os.environ.get("ORCHESTR_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "orchestr", "valid-stacks")
 
 
 def _project_or_name(ctx: click.Context, /, kwargs: dict[str, Any]) -> Project:
@@ -343,7 +354,7 @@ def up(
         _attach(client, engine, list(decided.services), timeout)
 
 
-def _attach(client: Client, engine: Engine, services: list[str], timeout: int | None) -> None:
+def _attach(client: ApiClient, engine: Engine, services: list[str], timeout: int | None) -> None:
     """Without -d: follow the containers' logs until they all stop; Ctrl-C stops them."""
     containers = [c for c in engine.containers() if _service(c) in services]
     click.echo("Attaching to " + ", ".join(_name(c) for c in containers), err=True)
@@ -497,7 +508,7 @@ _PALETTE = ("cyan", "yellow", "green", "magenta", "blue", "bright_cyan", "bright
 
 
 def _follow_logs(
-    client: Client,
+    client: ApiClient,
     containers: list[dict[str, Any]],
     *,
     follow: bool,
@@ -582,7 +593,7 @@ def logs(
 # -- start, stop, restart, pull, build, top, exec, run --------------------------------------------
 
 
-def _stop(client: Client, container: dict[str, Any], timeout: int | None, report: Any) -> None:
+def _stop(client: ApiClient, container: dict[str, Any], timeout: int | None, report: Any) -> None:
     name = _name(container)
     report("Container", name, "Stopping")
     params = {} if timeout is None else {"t": timeout}

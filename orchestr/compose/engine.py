@@ -20,24 +20,34 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from orchestr.client import ApiError, Client, json_stream
+from orchestr.client import ApiError, json_stream
 from orchestr.compose import convert
 from orchestr.compose.planner import Action, Desired, Observed, Options, Plan, plan
 from orchestr.errors import OrchestrError
 from orchestr.graph.deps import build_graph, stop_waves, with_dependencies
 from orchestr.stack.model import Project, Service
 
-__all__ = ["ComposeError", "Engine", "Reporter", "UpOptions"]
+__all__ = ["ApiClient", "ComposeError", "Engine", "Reporter", "UpOptions"]
 
 _POLL = 0.1  # seconds between looks at a dependency's state
 
 
 class ComposeError(OrchestrError):
     """An `up` or `down` that could not do what it was asked (one line, names what)."""
+
+
+class ApiClient(Protocol):
+    """The Engine API client the engine needs (orchestr.client.Client or the lean
+    orchestr.unixclient.UnixClient)."""
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any: ...
+    def json(self, method: str, path: str, **kwargs: Any) -> Any: ...
+    def stream(self, method: str, path: str, **kwargs: Any) -> AbstractContextManager[Any]: ...
 
 
 class Reporter(Protocol):
@@ -73,7 +83,7 @@ def _filters(**items: list[str]) -> dict[str, str]:
 class Engine:
     """`up`, `down` and friends for one project against one daemon."""
 
-    def __init__(self, client: Client, project: Project, report: Reporter = _silent) -> None:
+    def __init__(self, client: ApiClient, project: Project, report: Reporter = _silent) -> None:
         self.client = client
         self.project = project
         self.report = report
@@ -228,9 +238,14 @@ class Engine:
                 self.report("Volume", volume.name, "Created", "done")
 
     def _images(self, names: list[str], options: UpOptions) -> None:
+        """Build or pull what is needed; each image is looked at, pulled or built once."""
+        done: set[str] = set()
         for name in names:
             service = self.project.services[name]
             image = convert.image_of(self.project.name, service)
+            if image in done:
+                continue
+            done.add(image)
             present = self._has_image(image)
             policy = service.pull_policy or options.pull
             if service.build is not None and (options.build or not present or policy == "build"):

@@ -76,6 +76,7 @@ class LoadOptions:
     cwd: str = field(default_factory=os.getcwd)
     stdin: Callable[[], str] = sys.stdin.read
     warn: Callable[[str], None] | None = None
+    cache_dir: str | None = None  # where valid documents are remembered (schema.check)
 
 
 def find_files(directory: str) -> list[str]:
@@ -263,7 +264,7 @@ class _Loader:
             except StackError as exc:
                 raise self.sources.locate(exc) from None
             assert isinstance(data, dict)
-            check(data, file=shown, locate=yaml_doc.locate)
+            check(data, file=shown, locate=yaml_doc.locate, cache_dir=self.options.cache_dir)
             out.append((data, yaml_doc.tags))
         return out
 
@@ -358,6 +359,7 @@ class _Loader:
                     environ=env,
                     cwd=self.options.cwd,
                     warn=self.options.warn,
+                    cache_dir=self.options.cache_dir,
                 )
             )
             inner_env = {

@@ -17,15 +17,18 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft7Validator
-from jsonschema.exceptions import ValidationError
+if TYPE_CHECKING:  # jsonschema costs ~0.1 s to import: only when a document is checked
+    from jsonschema import Draft7Validator
+    from jsonschema.exceptions import ValidationError
 
 from orchestr.stack.errors import StackError
 
@@ -139,6 +142,8 @@ _PREFIXES = {key[:i] for key in _CASTS for i in range(1, len(key) + 1)}
 
 @cache
 def _validator() -> Draft7Validator:
+    from jsonschema import Draft7Validator
+
     text = resources.files("orchestr.stack").joinpath("compose-spec.json").read_text()
     return Draft7Validator(json.loads(text))
 
@@ -308,8 +313,55 @@ def errors(data: object, *, file: str = "", locate: Locate | None = None) -> lis
     return sorted(found, key=lambda e: (e.line or 0, e.column or 0, str(e)))
 
 
-def check(data: object, *, file: str = "", locate: Locate | None = None) -> None:
-    """Raise the first (by line) schema error of `data` as a StackError."""
+def check(
+    data: object,
+    *,
+    file: str = "",
+    locate: Locate | None = None,
+    cache_dir: str | None = None,
+) -> None:
+    """Raise the first (by line) schema error of `data` as a StackError.
+
+    With `cache_dir`, a document found valid once is remembered there by the digest of
+    its content and of the schema (an empty file per document), and not checked again:
+    the next `up` of an unchanged stack does not even import jsonschema."""
+    key = _cache_key(data) if cache_dir else None
+    if key is not None and cache_dir is not None and os.path.exists(os.path.join(cache_dir, key)):
+        return
     found = errors(data, file=file, locate=locate)
     if found:
         raise found[0]
+    if key is not None and cache_dir is not None:
+        _remember(cache_dir, key)
+
+
+_CACHE_ENTRIES = 512  # valid documents remembered; the oldest go first
+
+
+@cache
+def _schema_digest() -> str:
+    data = resources.files("orchestr.stack").joinpath("compose-spec.json").read_bytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _cache_key(data: object) -> str | None:
+    try:
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return hashlib.sha256((_schema_digest() + text).encode()).hexdigest()
+
+
+def _remember(directory: str, key: str) -> None:
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        with open(os.path.join(directory, key), "w"):
+            pass
+        entries = os.listdir(directory)
+        if len(entries) > _CACHE_ENTRIES:
+            paths = [os.path.join(directory, e) for e in entries]
+            paths.sort(key=lambda p: os.stat(p).st_mtime)
+            for path in paths[: len(paths) - _CACHE_ENTRIES]:
+                os.unlink(path)
+    except OSError:
+        pass  # a cache that cannot be written is only slower

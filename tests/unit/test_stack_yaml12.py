@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +112,23 @@ def test_schema_errors_read_well(doc: dict[str, object], message: str) -> None:
     found = errors(doc)
     assert found, "expected an error"
     assert str(found[0]).startswith(message)
+
+
+def test_valid_documents_are_remembered_and_not_checked_again(tmp_path: Path) -> None:
+    from orchestr.stack import schema
+
+    cache = str(tmp_path / "cache")
+    good = {"services": {"w": {"image": "x"}}}
+    schema.check(good, cache_dir=cache)
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    original = schema.errors
+    try:
+        schema.errors = lambda *a, **k: pytest.fail("checked again")  # type: ignore[assignment]
+        schema.check({"services": {"w": {"image": "x"}}}, cache_dir=cache)
+    finally:
+        schema.errors = original  # type: ignore[assignment]
+    with pytest.raises(StackError):  # an invalid one is never remembered
+        schema.check({"services": {"w": {"imag": "x"}}}, cache_dir=cache)
+    with pytest.raises(StackError):
+        schema.check({"services": {"w": {"imag": "x"}}}, cache_dir=cache)
+    assert len(list((tmp_path / "cache").iterdir())) == 1
