@@ -467,6 +467,7 @@ class NetworkService:
                 addresses: list[str] = []
                 embedded = False
                 first_bridge: tuple[Network, str] | None = None
+                routed = False
                 plan: list[dict[str, Any]] = []
                 for net_name, settings in endpoints.items():
                     network = self.get(settings.get("NetworkID") or net_name)
@@ -492,7 +493,9 @@ class NetworkService:
                             "container_netns": path,
                             "ifname": ifname,
                             "addresses": cidrs,
-                            "gateways": gateways if not att.names else [],
+                            # one default route, via the first network that is not
+                            # internal (an internal network gives no way out, as Docker's)
+                            "gateways": gateways if not routed and not network.internal else [],
                             "mtu": network.mtu,
                             "mac": settings["MacAddress"],
                             "alias": f"orchestr:{container_id[:12]}",
@@ -510,6 +513,7 @@ class NetworkService:
                         self.dns_table.add(network.id, container_id, names, str(ip), v6)
                     if first_bridge is None and not network.internal:
                         first_bridge = (network, str(ip))
+                    routed = routed or not network.internal
                 if first_bridge is not None and (port_bindings or publish_all):
                     att.ports = self.ports.allocate(dict(port_bindings), publish_all)
                     att.holders = [reserve(m) for m in att.ports]

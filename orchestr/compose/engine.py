@@ -330,12 +330,9 @@ class Engine:
         with ThreadPoolExecutor(max_workers=max(1, min(32, len(names)))) as pool:
             for name in names:
                 pool.submit(task, name)
-        failures = [
-            exc
-            for name in names
-            if (exc := done[name].exception()) is not None
-            and not isinstance(exc, _DependencyFailed)
-        ]
+        failures = [exc for name in names if (exc := done[name].exception()) is not None]
+        # a service's own failure first; else the first dependency failure it caused
+        failures.sort(key=lambda exc: isinstance(exc, _DependencyFailed))
         if failures:
             raise failures[0]
 
