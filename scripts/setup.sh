@@ -18,6 +18,7 @@ packages=(
   bind9-dnsutils   # dig: the real resolver client of the DNS tests
   iperf3           # bench/: network throughput
   tini             # docker run --init: /usr/bin/tini-static becomes /sbin/docker-init
+  docker-compose   # the judge of the Compose loader (tests/integration/test_compose_compat.py)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -31,6 +31,7 @@ Errors are StackError with the field's path (the loader adds the file and line).
 from __future__ import annotations
 
 import os
+import posixpath
 import shlex
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -64,9 +65,12 @@ class Context:
         self.warn = warn
 
     def path(self, value: str) -> str:
-        """A host path from the file: `~` expanded, relative to the project directory."""
-        expanded = os.path.expanduser(value)
-        return os.path.normpath(os.path.join(self.working_dir, expanded))
+        """A host path from the file: `~` expanded (the project environment's HOME, as
+        Compose does), relative to the project directory."""
+        if value == "~" or value.startswith("~/"):
+            home = self.lookup("HOME") or os.path.expanduser("~")
+            value = home + value[1:]
+        return os.path.normpath(os.path.join(self.working_dir, value))
 
 
 def normalize(doc: Mapping[str, Any], ctx: Context) -> Doc:
@@ -289,6 +293,8 @@ def _volume(item: Any, ctx: Context, path: Path) -> Doc:
     volume: Doc
     if isinstance(item, dict):
         volume = dict(item)
+        if isinstance(volume.get("target"), str) and volume["target"].startswith("/"):
+            volume["target"] = posixpath.normpath(volume["target"])
         if volume.get("type") == "bind" and volume.get("source"):
             volume["source"] = ctx.path(str(volume["source"]))
         return volume
@@ -305,6 +311,7 @@ def _volume(item: Any, ctx: Context, path: Path) -> Doc:
             raise StackError(f"{text!r}: unknown volume mode {mode!r}", path=path)
     if not target.startswith("/"):
         raise StackError(f"{text!r}: the target {target!r} is not an absolute path", path=path)
+    target = posixpath.normpath(target)  # `/data/` is `/data`, as Compose cleans it
     if _is_path(source):
         volume = {"type": "bind", "source": ctx.path(source), "target": target}
         volume["bind"] = {"create_host_path": True}

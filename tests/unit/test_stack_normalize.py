@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +94,7 @@ def test_volumes() -> None:
             "volumes": [
                 "data:/var/lib/data",
                 "./conf:/etc/conf:ro",
-                "/abs:/abs:rw,rshared",
+                "/abs/:/abs/:rw,rshared",
                 "~/x:/x",
                 "/anon",
                 "cache:/cache:nocopy",
@@ -108,7 +107,7 @@ def test_volumes() -> None:
          "bind": {"create_host_path": True}},
         {"type": "bind", "source": "/abs", "target": "/abs",
          "bind": {"create_host_path": True, "propagation": "rshared"}},
-        {"type": "bind", "source": os.path.expanduser("~/x"), "target": "/x",
+        {"type": "bind", "source": "/home/u/x", "target": "/x",
          "bind": {"create_host_path": True}},
         {"type": "volume", "target": "/anon"},
         {"type": "volume", "source": "cache", "target": "/cache", "volume": {"nocopy": True}},
