@@ -586,9 +586,11 @@ class Engine:
         timeout: int | None = None,
         rmi: str | None = None,
     ) -> None:
+        """Stop and remove the project's containers (dependents first, each wave in
+        parallel; orphans only with `remove_orphans`, one-off `run` containers always),
+        then its networks, and its volumes (`volumes`) and images (`rmi`) when asked."""
         containers = self.containers(oneoff=True)
         known = set(self.project.services)
-        order = [s for wave in stop_waves(self.graph) for s in wave]
         by_service: dict[str, list[dict[str, Any]]] = {}
         for c in containers:
             service = _service_of(c)
@@ -601,7 +603,6 @@ class Engine:
             by_service.setdefault(service, []).append(c)
         waves = [[s] for s in by_service if s not in known]
         waves += [[s for s in wave if s in by_service] for wave in stop_waves(self.graph)]
-        del order
         for wave in waves:
             members = [c for s in wave for c in by_service.get(s, [])]
             if not members:
