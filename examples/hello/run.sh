@@ -14,6 +14,7 @@ work=$(mktemp -d /tmp/orchestr-hello.XXXXXX)
 ns="orchestr-hello-$$"
 sock="$work/orchestr.sock"
 export ORCHESTR_HOST="unix://$sock"
+export ORCHESTR_CACHE_DIR="$work/cache"   # the loader's cache of valid stacks
 daemon=""
 
 in_ns() { nsenter --net="/run/netns/$ns" "$@"; }
