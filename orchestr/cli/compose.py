@@ -117,16 +117,19 @@ def _project_or_name(ctx: click.Context, /, kwargs: dict[str, Any]) -> Project:
 
 class ProgressReport:
     """Compose v2's view: a line per network, volume, image and container, updated live
-    on a terminal; each change on its own line otherwise."""
+    on a terminal (rich); each change on its own plain line otherwise (rich is not even
+    imported then: it costs ~70 ms of every scripted `up`)."""
 
     _ICONS = {"working": "⠿", "done": "✔", "warning": "!", "error": "✘"}
     _COLOURS = {"working": "blue", "done": "green", "warning": "yellow", "error": "red"}
 
     def __init__(self, title: str) -> None:
-        from rich.console import Console
+        self.live_view = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+        self.console: Any = None
+        if self.live_view:
+            from rich.console import Console
 
-        self.console = Console(stderr=True, highlight=False)
-        self.live_view = self.console.is_terminal
+            self.console = Console(stderr=True, highlight=False)
         self.title = title
         self.lines: dict[tuple[str, str], list[Any]] = {}
         self.lock = threading.Lock()
@@ -153,7 +156,8 @@ class ProgressReport:
             if self.live is not None:
                 self.live.update(self._render())
             else:
-                self.console.print(f" {kind} {name}  {status}", highlight=False)
+                sys.stderr.write(f" {kind} {name}  {status}\n")
+                sys.stderr.flush()
 
     def _render(self) -> Any:
         from rich.table import Table
