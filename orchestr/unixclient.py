@@ -30,6 +30,7 @@ class _Connection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float | None) -> None:
         super().__init__("docker", timeout=timeout)
         self.path = path
+        self.used = False  # answered a request already: kept alive, maybe closed since
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -148,6 +149,7 @@ class UnixClient:
             head["Transfer-Encoding"] = "chunked"
         for attempt in (0, 1):
             conn = self._connection(fresh=attempt == 1 or stream)
+            reused = conn.used
             try:
                 conn.request(
                     method,
@@ -157,8 +159,10 @@ class UnixClient:
                     encode_chunked="Transfer-Encoding" in head,
                 )
                 raw = conn.getresponse()
+                conn.used = True
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
-                if attempt == 0 and (body is None or isinstance(body, bytes | bytearray)):
+                replayable = body is None or isinstance(body, bytes | bytearray)
+                if attempt == 0 and reused and replayable:
                     continue  # a kept-alive connection the daemon had closed: once more
                 raise self._unreachable(e) from None
             except OSError as e:
