@@ -73,7 +73,8 @@ class RequestError(Exception):
 
 class Conn:
     """A client connection. Modes: request (default), wait, attach, events, and
-    pending (an exec_start waiting for its helper; later requests wait too)."""
+    pending (a create or an exec_start waiting for its helper; later requests wait
+    too)."""
 
     __slots__ = (
         "close_when_flushed",
@@ -214,18 +215,51 @@ class Exec(Proc):
         return f"exec {self.exec_id}"
 
 
-class ExecHelper:
-    """An exec_start in progress: the forked helper's answer channel and what
-    waits for it (pipes not yet registered)."""
+class Helper:
+    """A forked helper at work (a container's create or an exec's start): its
+    answer channel, the one-line answer as it comes, and the descriptors sent."""
 
-    __slots__ = ("buf", "chan", "ex", "fds", "parent_fds")
+    __slots__ = ("buf", "chan", "fds", "pid")
 
-    def __init__(self, ex: Exec, chan: socket.socket, parent_fds: dict[int, int]) -> None:
-        self.ex = ex
+    def __init__(self, chan: socket.socket, pid: int) -> None:
         self.chan = chan
-        self.parent_fds = parent_fds  # fd -> stream (STDOUT, STDERR, or STDIN for its input)
+        self.pid = pid
         self.buf = bytearray()
         self.fds: list[int] = []
+
+
+class ExecHelper(Helper):
+    """An exec_start in progress: what waits for it (pipes not yet registered)."""
+
+    __slots__ = ("ex", "parent_fds")
+
+    def __init__(self, ex: Exec, chan: socket.socket, pid: int, parent_fds: dict[int, int]) -> None:
+        super().__init__(chan, pid)
+        self.ex = ex
+        self.parent_fds = parent_fds  # fd -> stream (STDOUT, STDERR, or STDIN for its input)
+
+
+class CreateHelper(Helper):
+    """A create in progress: the container to be, its log and our ends of its stdio."""
+
+    __slots__ = ("conn", "console", "log", "parent_fds", "rec")
+
+    def __init__(
+        self,
+        rec: Record,
+        chan: socket.socket,
+        pid: int,
+        log: JsonFileLog,
+        parent_fds: dict[int, int],
+        console: socket.socket | None,
+        conn: Conn,
+    ) -> None:
+        super().__init__(chan, pid)
+        self.rec = rec  # its pid and start time are filled in from the answer
+        self.log = log
+        self.parent_fds = parent_fds  # fd -> stream, as for ExecHelper
+        self.console = console  # a tty's: the container's init sends its pty master here
+        self.conn: Conn | None = conn
 
 
 # -- the supervisor ---------------------------------------------------------------------
@@ -242,7 +276,9 @@ class Supervisor:
         self.by_pid: dict[int, Proc] = {}
         self.pipe_owner: dict[int, Proc] = {}  # stdout/stderr read end or stdin write end
         self.execs: dict[str, Exec] = {}
-        self.helpers: dict[int, ExecHelper] = {}  # exec_start helpers' channels, by fd
+        self.helpers: dict[int, Helper] = {}  # helpers at work, by their channel's fd
+        self.helper_pids: set[int] = set()  # reaped silently
+        self.creating: dict[str, CreateHelper] = {}  # by container id
         self.orphan_exits: dict[int, int] = {}  # reaped while a helper had not said its pid
         self.conns: dict[int, Conn] = {}
         self.events: list[Conn] = []
@@ -319,6 +355,12 @@ class Supervisor:
     def close(self) -> None:
         for conn in list(self.conns.values()):
             self._close_conn(conn)
+        for h in list(self.helpers.values()):
+            self._drop_helper(h)
+            for fd in h.fds:
+                os.close(fd)
+            if isinstance(h, CreateHelper):
+                self._discard_create(h)
         if self.listener is not None:
             self.listener.close()
             try:
@@ -349,7 +391,9 @@ class Supervisor:
             proc = self.by_pid.pop(pid, None)
             if proc is not None:
                 self._exited(proc, ExitStatus.from_wait(status))
-            elif self.helpers:  # perhaps an exec whose helper has not answered yet
+            elif pid in self.helper_pids:
+                self.helper_pids.discard(pid)
+            elif self.helpers:  # perhaps a process whose helper has not answered yet
                 self.orphan_exits[pid] = status
 
     def _exited(self, proc: Proc, result: ExitStatus) -> None:
@@ -620,6 +664,9 @@ class Supervisor:
                 proc.attachers.remove(conn)
             if isinstance(proc, Exec) and proc.start_conn is conn:
                 proc.start_conn = None
+        for h in self.creating.values():
+            if h.conn is conn:
+                h.conn = None
         conn.sock.close()
 
     def _on_conn(self, fileobj: object, mask: int) -> None:
@@ -663,7 +710,7 @@ class Supervisor:
                 proc.stdin_close = True
                 self._flush_stdin(proc)
             self._update(conn)
-        elif conn.mode == "pending":  # the answer to exec_start still comes
+        elif conn.mode == "pending":  # the answer to create or exec_start still comes
             self._update(conn)
         elif conn.mode == "request" and not conn.rbuf.strip():
             conn.close_when_flushed = True
@@ -752,11 +799,13 @@ class Supervisor:
     def op_ping(self, _conn: Conn, _req: dict[str, object]) -> Response:
         return {"ok": True, "pid": os.getpid(), "containers": len(self.boxes)}
 
-    def op_create(self, _conn: Conn, req: dict[str, object]) -> Response:
+    def op_create(self, conn: Conn, req: dict[str, object]) -> Response | None:
+        """Fork the create helper and answer when it does: the event loop goes on
+        meanwhile, so containers are set up in parallel."""
         cid = _str(req, "id")
         if not valid_id(cid):
             raise RequestError(f"invalid container id {cid!r}")
-        if cid in self.boxes:
+        if cid in self.boxes or cid in self.creating:
             raise RequestError(f"container {cid} already exists")
         bundle = _str(req, "bundle")
         log_path = _str(req, "log_path")
@@ -776,7 +825,6 @@ class Supervisor:
                 if tty
                 else "the bundle's process.terminal is true: create the container with tty"
             )
-        d = os.path.join(self.containers_dir, cid)
         try:
             parent = os.path.dirname(log_path)
             if parent:
@@ -784,11 +832,12 @@ class Supervisor:
             log = JsonFileLog(log_path, max_size, max_files)
         except OSError as e:
             raise RequestError(f"log {log_path}: {e.strerror or e}") from None
-        parent_fds: list[int] = []
-        child_fds: list[int] = []
+        parent_fds: dict[int, int] = {}  # ours: fd -> stream
+        child_fds: list[int] = []  # the helper's (and the container's) stdio
         console: socket.socket | None = None
-        master = -1
+        chan, chan_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            child_fds.append(chan_child.detach())
             if tty:
                 # The container's init makes the pty and sends its master through
                 # the console socket; its stdio before that is /dev/null.
@@ -801,48 +850,117 @@ class Supervisor:
             else:
                 console_fd = -1
                 out_r, out_w = os.pipe()
-                parent_fds.append(out_r)
+                parent_fds[out_r] = STDOUT
                 child_fds.append(out_w)
                 err_r, err_w = os.pipe()
-                parent_fds.append(err_r)
+                parent_fds[err_r] = STDERR
                 child_fds.append(err_w)
                 if want_stdin:
                     in_r, in_w = os.pipe()
-                    parent_fds.append(in_w)
+                    parent_fds[in_w] = STDIN
                 else:
-                    in_w = -1
                     in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
                 child_fds.append(in_r)
                 stdio = (in_r, out_w, err_w)
-            pid, start_time, cgroup = create_in_helper(self.runtime, cid, bundle, stdio, console_fd)
-            if console is not None:
-                master = _receive_master(console, cid)
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child
+                _helper_main(self.runtime, cid, bundle, stdio, child_fds[0], console_fd)
         except BaseException:
             log.close()
+            chan.close()
+            if console is not None:
+                console.close()
             for fd in parent_fds:
                 os.close(fd)
             raise
         finally:
             for fd in child_fds:
                 os.close(fd)
-            if console is not None:
-                console.close()
+        rec = Record(cid, 0, 0, log_path, rfc3339_nano(), want_stdin, tty)
+        h = CreateHelper(rec, chan, pid, log, parent_fds, console, conn)
+        self._watch_helper(h)
+        self.creating[cid] = h
+        conn.mode = "pending"
+        return None
+
+    def _watch_helper(self, h: Helper) -> None:
+        h.chan.setblocking(False)
+        self.helpers[h.chan.fileno()] = h
+        self.helper_pids.add(h.pid)
+        self.sel.register(h.chan, selectors.EVENT_READ, self._on_helper)
+
+    def _drop_helper(self, h: Helper) -> None:
+        self.helpers.pop(h.chan.fileno(), None)
+        self.sel.unregister(h.chan)
+        h.chan.close()
+
+    def _created(self, h: CreateHelper, doc: dict[str, object] | None) -> None:
+        cid = h.rec.id
+        self.creating.pop(cid, None)
+        if doc is not None:
+            for warning in _strs(doc.get("warnings")):
+                _warn(f"container {cid}: {warning}")
+        pid = doc.get("pid") if doc is not None else None
+        master = -1
+        try:
+            if doc is None:
+                raise RequestError(f"create container {cid}: the helper died without an answer")
+            if "error" in doc or not isinstance(pid, int) or pid <= 0:
+                raise RequestError(str(doc.get("error") or f"create container {cid}: no pid"))
+            container = self.runtime.load(cid)
+            if h.console is not None:
+                master = _receive_master(h.console, cid)
+        except Exception as e:
+            self._discard_create(h)
+            if h.conn is not None:
+                self._answer_pending(h.conn, _error(_one_line(e)))
+            return
+        finally:
+            for fd in h.fds:
+                os.close(fd)
+            if h.console is not None:
+                h.console.close()
+        rec = h.rec
+        rec.pid = pid
+        rec.pid_start_time = container.start_time or process_start_time(pid) or 0
+        d = os.path.join(self.containers_dir, cid)
         os.makedirs(d, mode=0o700, exist_ok=True)
-        rec = Record(cid, pid, start_time, log_path, rfc3339_nano(), want_stdin, tty)
         box = Box(rec, d)
-        box.cgroup = cgroup
-        box.log = log
-        if tty:
+        box.cgroup = container.cgroup
+        box.log = h.log
+        if rec.tty:
             self._add_master(box, master)
         else:
-            self._add_output(box, out_r, STDOUT)
-            self._add_output(box, err_r, STDERR)
-            if want_stdin:
-                self._add_stdin(box, in_w)
+            for fd, stream in h.parent_fds.items():
+                if stream == STDIN:
+                    self._add_stdin(box, fd)
+                else:
+                    self._add_output(box, fd, stream)
         self.boxes[cid] = box
-        self.by_pid[pid] = box
         self._save(box)
-        return {"ok": True, "pid": pid}
+        status = self._orphan_exit(pid)
+        if status is None:
+            self.by_pid[pid] = box
+        else:
+            self._exited(box, ExitStatus.from_wait(status))
+        if h.conn is not None:
+            self._answer_pending(h.conn, {"ok": True, "pid": pid})
+
+    def _discard_create(self, h: CreateHelper) -> None:
+        """A create that failed, or the supervisor stops before it was answered."""
+        self.creating.pop(h.rec.id, None)
+        h.log.close()
+        for fd in h.parent_fds:
+            os.close(fd)
+        h.parent_fds = {}
+
+    def _orphan_exit(self, pid: int) -> int | None:
+        """The wait status of `pid` if it was reaped before its helper said it was
+        ours; forgets the others once no helper is at work."""
+        status = self.orphan_exits.pop(pid, None)
+        if not self.helpers:
+            self.orphan_exits.clear()
+        return status
 
     def op_start(self, _conn: Conn, req: dict[str, object]) -> Response:
         box = self._box(req)
@@ -1059,8 +1177,8 @@ class Supervisor:
                     in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
                 child_fds.append(in_r)
                 stdio = (in_r, out_w, err_w)
-            helper = os.fork()
-            if helper == 0:  # pragma: no cover - runs in the child
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child
                 _exec_helper_main(
                     self.runtime.root, self.root, box.rec.id, ex.process, stdio, child_fds[0]
                 )
@@ -1072,9 +1190,7 @@ class Supervisor:
         finally:
             for fd in child_fds:
                 os.close(fd)
-        chan.setblocking(False)
-        self.helpers[chan.fileno()] = ExecHelper(ex, chan, parent_fds)
-        self.sel.register(chan, selectors.EVENT_READ, self._on_helper)
+        self._watch_helper(ExecHelper(ex, chan, pid, parent_fds))
         ex.status = EXEC_STARTING
         ex.start_conn = conn
         conn.mode = "pending"
@@ -1097,22 +1213,18 @@ class Supervisor:
         h.buf += data
         if data and b"\n" not in h.buf:
             return
-        self.helpers.pop(h.chan.fileno(), None)
-        self.sel.unregister(h.chan)
-        h.chan.close()
-        if not self.helpers:
-            pending_exits, self.orphan_exits = self.orphan_exits, {}
-        else:
-            pending_exits = self.orphan_exits
+        self._drop_helper(h)
         try:
             doc = fastjson.loads(bytes(h.buf).decode(errors="replace")) if b"\n" in h.buf else None
         except ValueError:
             doc = None
-        self._exec_started(h, doc if isinstance(doc, dict) else None, pending_exits)
+        answer = doc if isinstance(doc, dict) else None
+        if isinstance(h, CreateHelper):
+            self._created(h, answer)
+        elif isinstance(h, ExecHelper):
+            self._exec_started(h, answer)
 
-    def _exec_started(
-        self, h: ExecHelper, doc: dict[str, object] | None, pending_exits: dict[int, int]
-    ) -> None:
+    def _exec_started(self, h: ExecHelper, doc: dict[str, object] | None) -> None:
         ex = h.ex
         conn = ex.start_conn
         ex.start_conn = None
@@ -1155,7 +1267,7 @@ class Supervisor:
                     self._add_stdin(ex, fd)
                 else:
                     self._add_output(ex, fd, stream)
-        status = pending_exits.pop(pid, None)
+        status = self._orphan_exit(pid)
         if status is None:
             self.by_pid[pid] = ex
         else:
@@ -1276,60 +1388,13 @@ class Supervisor:
 # -- creating a container in a clean helper -----------------------------------------------
 
 
-def create_in_helper(
-    runtime: Runtime, cid: str, bundle: str, stdio: tuple[int, int, int], console_fd: int = -1
-) -> tuple[int, int, Cgroup | None]:
-    """runtime.create in a forked helper that holds only the container's stdio.
-
-    Returns (pid, its start time, its cgroup). The helper exits once the
-    container is set up; the container's pid 1 is then re-parented to us, the
-    nearest child subreaper.
-    """
-    r, w = os.pipe()
-    helper = os.fork()
-    if helper == 0:  # pragma: no cover - runs in the child
-        _helper_main(runtime, cid, bundle, stdio, w, console_fd)
-    os.close(w)
-    # One line, not EOF: the container's init holds a copy of `w` until it execs.
-    chunks: list[bytes] = []
-    try:
-        while not chunks or not chunks[-1].endswith(b"\n"):
-            try:
-                data = os.read(r, 65536)
-            except InterruptedError:
-                continue
-            if not data:
-                break
-            chunks.append(data)
-    finally:
-        os.close(r)
-        while True:
-            try:
-                os.waitpid(helper, 0)
-                break
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                break
-    text = b"".join(chunks).decode(errors="replace")
-    try:
-        doc = fastjson.loads(text) if text else None
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict):
-        raise RequestError(f"create container {cid}: the helper died without an answer")
-    for warning in doc.get("warnings") or []:
-        _warn(f"container {cid}: {warning}")
-    if "error" in doc:
-        raise RequestError(str(doc["error"]))
-    pid = int(doc["pid"])
-    container = runtime.load(cid)
-    return pid, container.start_time or process_start_time(pid) or 0, container.cgroup
-
-
 def _helper_main(
     runtime: Runtime, cid: str, bundle: str, stdio: tuple[int, int, int], w: int, console_fd: int
 ) -> None:  # pragma: no cover - runs in the child
+    """runtime.create with `stdio`; tells the supervisor on `w` the container's pid
+    (one JSON line: the container's init holds a copy of `w` until it execs, so
+    there is no EOF to wait for). The init is then re-parented to the supervisor,
+    the nearest child subreaper, when this helper exits."""
     code = 0
     try:
         signal.set_wakeup_fd(-1)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,6 +191,52 @@ def test_wait_returns_the_exit_code(
     assert answer["oom_killed"] is False
     assert_time(str(answer["finished_at"]))
     assert node.client.wait(cid, timeout=5) == answer  # again: at once
+
+
+def test_creates_run_side_by_side(node: Node, make_bundle: BundleFactory, state_dir: Path) -> None:
+    """A create whose set-up is slow (a createRuntime hook that waits) holds up
+    nobody: the supervisor answers, creates and runs other containers meanwhile."""
+    node.start()
+    entered, release = state_dir / "entered", state_dir / "release"
+    hook = (
+        f"touch {entered}; i=0; while [ ! -e {release} ] && [ $i -lt 2000 ]; "
+        "do sleep 0.01; i=$((i+1)); done"
+    )
+    slow = make_bundle(
+        so.with_args(["true"]),
+        lambda config: config.update(
+            hooks={"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", hook]}]}
+        ),
+        shared_rootfs=True,
+    )
+    slow_id = unique()
+    outcome: list[object] = []
+
+    def create_slow() -> None:
+        try:
+            outcome.append(node.create(slow, slow_id))
+        except Exception as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=create_slow)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not entered.exists():
+            assert time.monotonic() < deadline, "the hook never ran"
+            time.sleep(0.01)
+        assert node.client.ping()["ok"] is True
+        with pytest.raises(SupervisorError, match="already exists"):
+            node.create(slow, slow_id)
+        quick = node.run(make_bundle(sh("echo quick"), shared_rootfs=True))
+        assert node.client.wait(quick, timeout=20)["exit_code"] == 0
+        assert not outcome, "the slow create answered before its hook was let go"
+    finally:
+        release.touch()
+        thread.join(30)
+    assert outcome == [slow_id]
+    node.client.start(slow_id)
+    assert node.client.wait(slow_id, timeout=20)["exit_code"] == 0
 
 
 def test_kill_gives_137(node: Node, make_bundle: BundleFactory) -> None:
