@@ -17,6 +17,7 @@ from typing import Any
 from agent.images.bundle import DOCKER_DEFAULT_CAPS, Overrides, runtime_config
 from agent.network import Endpoint, driver_for
 from agent.runtime import specopts as so
+from orchestr.api.limits import ULIMITS
 
 __all__ = [
     "INIT_BINARY",
@@ -35,24 +36,6 @@ __all__ = [
 INIT_BINARY = "/usr/bin/tini-static"
 INIT_PACKAGE = "tini"
 INIT_IN_CONTAINER = "/sbin/docker-init"
-# go-units' ulimit names (Docker leaves out "as": unusable with the way it inits).
-ULIMITS = (
-    "core",
-    "cpu",
-    "data",
-    "fsize",
-    "locks",
-    "memlock",
-    "msgqueue",
-    "nice",
-    "nofile",
-    "nproc",
-    "rss",
-    "rtprio",
-    "rttime",
-    "sigpending",
-    "stack",
-)
 
 # Docker's pattern needs two characters; one is allowed here (`--name w` works).
 _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -84,7 +67,7 @@ class Mount:
 
 @dataclass(frozen=True)
 class Ulimit:
-    name: str  # nofile, nproc, … (see ULIMITS)
+    name: str  # nofile, nproc, … (see orchestr.api.limits.ULIMITS)
     soft: int
     hard: int
 

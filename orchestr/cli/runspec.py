@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from orchestr.api.limits import ULIMITS
 from orchestr.errors import OrchestrError
 
 TYPE_CHECKING = False  # typing and dataclasses cost ~20 ms of start-up; mypy sees the block
@@ -214,25 +215,6 @@ def healthcheck(o: dict[str, Any]) -> dict[str, Any] | None:
     return check
 
 
-_ULIMIT_NAMES = [
-    "core",
-    "cpu",
-    "data",
-    "fsize",
-    "locks",
-    "memlock",
-    "msgqueue",
-    "nice",
-    "nofile",
-    "nproc",
-    "rss",
-    "rtprio",
-    "rttime",
-    "sigpending",
-    "stack",
-]
-
-
 def ulimits(specs: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
     """`--ulimit nofile=1024[:2048]` -> HostConfig.Ulimits (go-units' parser)."""
     out = []
@@ -240,7 +222,7 @@ def ulimits(specs: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
         name, eq, limits = spec.partition("=")
         if not eq:
             raise OrchestrError(f"invalid ulimit argument: {spec}")
-        if name not in _ULIMIT_NAMES:
+        if name not in ULIMITS:
             raise OrchestrError(f"invalid ulimit type: {name}")
         soft_text, colon, hard_text = limits.partition(":")
         try:
