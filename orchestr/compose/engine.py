@@ -603,18 +603,10 @@ class Engine:
             by_service.setdefault(service, []).append(c)
         waves = [[s] for s in by_service if s not in known]
         waves += [[s for s in wave if s in by_service] for wave in stop_waves(self.graph)]
-        for wave in waves:
-            members = [c for s in wave for c in by_service.get(s, [])]
-            if not members:
-                continue
-            with ThreadPoolExecutor(max_workers=min(16, len(members))) as pool:
-                for future in [
-                    pool.submit(
-                        self._remove, c["Id"], c["Names"][0].lstrip("/"), timeout, volumes=volumes
-                    )
-                    for c in members
-                ]:
-                    future.result()
+        _in_waves(
+            ([c for s in wave for c in by_service.get(s, [])] for wave in waves),
+            lambda c: self._remove(c["Id"], c["Names"][0].lstrip("/"), timeout, volumes=volumes),
+        )
         for _key, network in sorted(self.project.networks.items()):
             if network.external:
                 continue
@@ -655,13 +647,26 @@ class Engine:
         wanted = set(names) or set(self.project.services)
         waves = stop_waves(self.graph) if reverse else list(reversed(stop_waves(self.graph)))
         containers = self.containers()
-        for wave in waves:
-            members = [c for c in containers if _service_of(c) in wanted and _service_of(c) in wave]
-            if not members:
-                continue
-            with ThreadPoolExecutor(max_workers=min(16, len(members))) as pool:
-                for future in [pool.submit(action, c) for c in members]:
-                    future.result()
+        _in_waves(
+            (
+                [c for c in containers if _service_of(c) in wanted and _service_of(c) in wave]
+                for wave in waves
+            ),
+            action,
+        )
+
+
+def _in_waves(
+    waves: Iterable[list[dict[str, Any]]], action: Callable[[dict[str, Any]], None]
+) -> None:
+    """`action` on each container, a wave at a time, the members of a wave in parallel;
+    the first error stops before the next wave."""
+    for members in waves:
+        if not members:
+            continue
+        with ThreadPoolExecutor(max_workers=min(16, len(members))) as pool:
+            for future in [pool.submit(action, c) for c in members]:
+                future.result()
 
 
 class _DependencyFailed(ComposeError):
