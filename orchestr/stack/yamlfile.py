@@ -29,8 +29,9 @@ Errors are StackError with the file, line and column; malformed YAML reads like
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import yaml
@@ -54,6 +55,9 @@ _FLOAT = re.compile(
 )
 _STR = "tag:yaml.org,2002:str"
 _TAGS = {"!reset": "reset", "!override": "override"}
+# go-yaml v3 stops decoding past 400 000 values when aliases make up much of them
+# ("excessive aliasing"); a compose file has a few thousand.
+MAX_VALUES = 400_000
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc]
@@ -125,6 +129,7 @@ class _Builder:
         self.positions: dict[Path, tuple[int, int]] = {}
         self.tags: dict[Path, str] = {}
         self.active: set[int] = set()
+        self.built = 0  # values built, aliases expanded: bounded against alias bombs
 
     def error(self, node: Node, message: str, path: Path) -> StackError:
         line, column = _mark(node)
@@ -135,19 +140,31 @@ class _Builder:
         if tag in _TAGS:
             self.tags[path] = _TAGS[tag]
             tag = ""  # the value itself as if untagged
+        self.built += 1
+        if self.built > MAX_VALUES:
+            raise self.error(
+                node,
+                f"the document expands to more than {MAX_VALUES} values (aliases of aliases?)",
+                path,
+            )
         if isinstance(node, ScalarNode):
             return self.scalar(node, tag, path)
+        if isinstance(node, SequenceNode):
+            return self.inside(node, path, partial(self.sequence, node, tag, path))
+        if isinstance(node, MappingNode):
+            return self.inside(node, path, partial(self.mapping, node, tag, path))
+        raise self.error(node, f"unexpected YAML node {type(node).__name__}", path)
+
+    def inside(self, node: Node, path: Path, build: Callable[[], Any]) -> Any:
+        """`build()` of a collection, refused when reached again from within itself
+        (an alias to an enclosing node: the value would be infinite)."""
         if id(node) in self.active:
-            raise self.error(node, "an alias refers to itself", path)
+            raise self.error(node, "an alias refers to a value that contains it", path)
         self.active.add(id(node))
         try:
-            if isinstance(node, SequenceNode):
-                return self.sequence(node, tag, path)
-            if isinstance(node, MappingNode):
-                return self.mapping(node, tag, path)
+            return build()
         finally:
             self.active.discard(id(node))
-        raise self.error(node, f"unexpected YAML node {type(node).__name__}", path)
 
     def scalar(self, node: ScalarNode, tag: str, path: Path) -> Any:
         text = node.value
@@ -241,7 +258,7 @@ class _Builder:
                     raise self.error(
                         source, "a merge key (<<) takes a mapping or a list of them", path
                     )
-                merged = self.mapping(source, "", path)
+                merged = self.inside(source, path, partial(self.mapping, source, "", path))
                 for key, value in merged.items():
                     out.setdefault(key, value)
         return out

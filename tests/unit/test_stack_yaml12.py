@@ -55,6 +55,28 @@ def test_merge_keys_and_anchors() -> None:
     assert data == {"x": {"a": 1, "b": 2}, "y": {"c": 3}, "z": {"a": 1, "b": 9, "c": 3}}
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("x: &a [*a]\n", "x[0]"),
+        ("x: &a {<<: *a}\n", "x"),  # through a merge key (was a RecursionError)
+        ("x: &a {b: {<<: [*a]}}\n", "x.b"),
+    ],
+)
+def test_an_alias_inside_its_own_value_is_refused(text: str, where: str) -> None:
+    with pytest.raises(StackError, match="an alias refers to a value that contains it") as caught:
+        load_yaml(text, "c.yaml")
+    assert f"c.yaml:1:4: {where}:" in str(caught.value)
+
+
+def test_aliases_of_aliases_are_bounded() -> None:
+    """A "billion laughs" document stops at go-yaml's bound, with an error, quickly."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    with pytest.raises(StackError, match="expands to more than 400000 values"):
+        load_yaml("\n".join(lines) + "\n", "bomb.yaml")
+
+
 def test_reset_and_override_tags() -> None:
     doc = load_yaml(
         "s:\n  ports: !reset []\n  env: !override {A: 1}\n  l: [a, !reset b, c]\n", "f"
