@@ -1,0 +1,1 @@
+"""The orchestrator: services' desired tasks (reconciler.py, restart.py)."""

@@ -1,0 +1,1 @@
+"""The scheduler: which node runs each pending task (filters.py, scheduler.py)."""

@@ -1,0 +1,1 @@
+"""The updater: rolling updates and rollbacks of services' tasks (rolling.py)."""
