@@ -1,0 +1,130 @@
+"""A task's container: its name, labels and Engine API create body (pure).
+
+As Swarm's agent makes them: the container is named `<service>.<slot>.<task id>`
+(`<service>.<node id>.<task id>` for a global service) and labelled with the service,
+task and node it belongs to, so `docker ps` shows where it comes from and the agent
+finds its containers again after a restart. The TaskTemplate's ContainerSpec maps onto
+the create body field by field; the restart policy is the orchestrator's (a new task),
+never the container's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestr.api.swarm import NS, Service, Task
+
+LABEL_SERVICE_ID = "com.docker.swarm.service.id"
+LABEL_SERVICE_NAME = "com.docker.swarm.service.name"
+LABEL_TASK = "com.docker.swarm.task"
+LABEL_TASK_ID = "com.docker.swarm.task.id"
+LABEL_TASK_NAME = "com.docker.swarm.task.name"
+LABEL_NODE_ID = "com.docker.swarm.node.id"
+
+
+def container_name(service: Service, task: Task) -> str:
+    return f"{service.name}.{task.slot if task.slot else task.node_id}.{task.id}"
+
+
+def labels(service: Service, task: Task) -> dict[str, str]:
+    spec = task.spec.get("ContainerSpec") or {}
+    out = {str(k): str(v) for k, v in (spec.get("Labels") or {}).items()}
+    out.update(
+        {
+            LABEL_SERVICE_ID: service.id,
+            LABEL_SERVICE_NAME: service.name,
+            LABEL_TASK: "",
+            LABEL_TASK_ID: task.id,
+            LABEL_TASK_NAME: container_name(service, task),
+            LABEL_NODE_ID: task.node_id,
+        }
+    )
+    return out
+
+
+def create_body(service: Service, task: Task, aliases: bool = True) -> dict[str, Any]:
+    """The `POST /containers/create` body of `task`'s container."""
+    spec: dict[str, Any] = task.spec.get("ContainerSpec") or {}
+    body: dict[str, Any] = {
+        "Image": spec.get("Image", ""),
+        "Labels": labels(service, task),
+        "Env": list(spec.get("Env") or []),
+        "Tty": bool(spec.get("TTY")),
+        "OpenStdin": bool(spec.get("OpenStdin")),
+    }
+    if spec.get("Command"):
+        body["Entrypoint"] = list(spec["Command"])
+    if spec.get("Args"):
+        body["Cmd"] = list(spec["Args"])
+    for ours, theirs in (("WorkingDir", "Dir"), ("User", "User"), ("Hostname", "Hostname")):
+        if spec.get(theirs):
+            body[ours] = spec[theirs]
+    if spec.get("StopSignal"):
+        body["StopSignal"] = spec["StopSignal"]
+    grace = spec.get("StopGracePeriod")
+    if isinstance(grace, int) and not isinstance(grace, bool):
+        body["StopTimeout"] = max(0, -(-grace // NS))  # whole seconds, rounded up
+    health = spec.get("HealthCheck") or spec.get("Healthcheck")
+    if health:
+        body["Healthcheck"] = health
+    body["HostConfig"] = _host_config(task, spec)
+    networks = task.spec.get("Networks") or []
+    if networks:
+        short = service.name.split("_", 1)[-1] if "_" in service.name else service.name
+        body["NetworkingConfig"] = {
+            "EndpointsConfig": {
+                str(n.get("Target")): {
+                    "Aliases": list(n.get("Aliases") or ([short] if aliases else []))
+                }
+                for n in networks
+            }
+        }
+    return body
+
+
+def _host_config(task: Task, spec: dict[str, Any]) -> dict[str, Any]:
+    host: dict[str, Any] = {"RestartPolicy": {"Name": "no"}}
+    if spec.get("ReadOnly"):
+        host["ReadonlyRootfs"] = True
+    if spec.get("Init") is not None:
+        host["Init"] = bool(spec["Init"])
+    for ours, theirs in (
+        ("CapAdd", "CapabilityAdd"),
+        ("CapDrop", "CapabilityDrop"),
+        ("Ulimits", "Ulimits"),
+        ("Mounts", "Mounts"),
+    ):
+        if spec.get(theirs):
+            host[ours] = list(spec[theirs])
+    if spec.get("Sysctls"):
+        host["Sysctls"] = dict(spec["Sysctls"])
+    if spec.get("Groups"):
+        host["GroupAdd"] = list(spec["Groups"])
+    hosts = [_extra_host(line) for line in spec.get("Hosts") or []]
+    if hosts:
+        host["ExtraHosts"] = [h for pair in hosts for h in pair]
+    dns = spec.get("DNSConfig") or {}
+    for ours, theirs in (
+        ("Dns", "Nameservers"),
+        ("DnsSearch", "Search"),
+        ("DnsOptions", "Options"),
+    ):
+        if dns.get(theirs):
+            host[ours] = list(dns[theirs])
+    limits = (task.spec.get("Resources") or {}).get("Limits") or {}
+    if limits.get("NanoCPUs"):
+        host["NanoCpus"] = int(limits["NanoCPUs"])
+    if limits.get("MemoryBytes"):
+        host["Memory"] = int(limits["MemoryBytes"])
+    if limits.get("Pids"):
+        host["PidsLimit"] = int(limits["Pids"])
+    return host
+
+
+def _extra_host(line: str) -> list[str]:
+    """`IP name [alias…]` (hosts(5), as ContainerSpec.Hosts has them) → `name:IP` each."""
+    words = str(line).split()
+    if len(words) < 2:
+        return []
+    ip, names = words[0], words[1:]
+    return [f"{name}:{ip}" for name in names]
