@@ -1,8 +1,8 @@
 """A small cluster in memory for the control plane's deciders (no store, no agents).
 
 `Cluster.tick()` does what the controllers and the node agents would do in one round:
-the orchestrator's plan, the updater's plan and the scheduler's placements are applied,
-then every agent moves each of its tasks one step towards its desired state, as
+the manager's round (orchestrator, updater, scheduler, reaper) is applied, then every
+agent moves each of its tasks one step towards its desired state, as
 swarmkit's agent does one transition per `do()` — with a task of a spec marked bad
 failing as it starts. The clock moves by `step` seconds per tick.
 """
@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestr.api.swarm import Node, Service, Task, TaskState, TaskStatus
-from orchestr.orchestrator.reconciler import reconcile
-from orchestr.scheduler.scheduler import schedule
-from orchestr.updater.rolling import next_step
+from orchestr.manager.decide import Snapshot, decide
 
 AGENT_STEPS = {
     TaskState.ASSIGNED: TaskState.ACCEPTED,
@@ -94,20 +92,16 @@ class Cluster:
         self.tasks[task.id] = task
 
     def control(self) -> None:
-        for sid in list(self.services):
-            svc = self.services[sid]
-            plan = reconcile(svc, list(self.tasks.values()), self.nodes, self.now, self.new_id)
-            for t in plan.create + plan.update:
-                self.put(t)
-            svc = self.services[sid]
-            up = next_step(svc, list(self.tasks.values()), self.now, self.new_id)
-            for t in up.create + up.update:
-                self.put(t)
-            if up.service is not None:
-                self.services[sid] = up.service
-        placed = schedule(list(self.tasks.values()), self.nodes, self.now)
-        for t in placed.assigned + placed.pending:
-            self.put(t)
+        """One round of the control plane (orchestr/manager/decide.py), applied."""
+        changes = decide(
+            Snapshot(dict(self.services), dict(self.tasks), {n.id: n for n in self.nodes}),
+            self.now,
+            self.new_id,
+        )
+        self.services.update(changes.services)
+        self.tasks.update(changes.tasks)
+        for task_id in changes.deleted_tasks:
+            del self.tasks[task_id]
 
     def agents(self) -> None:
         for t in list(self.tasks.values()):
