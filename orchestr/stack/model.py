@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestr.stack.units import parse_duration
 
@@ -110,6 +110,18 @@ class ServiceFile(_Model):
     uid: str | None = None
     gid: str | None = None
     mode: int | None = None
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _octal(cls, value: object) -> object:
+        """`mode: "0440"` is octal, as compose-go reads a string mode (a YAML integer
+        0440 is octal already, by YAML's own rule)."""
+        if isinstance(value, str):
+            try:
+                return int(value, 8)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an octal file mode") from None
+        return value
 
 
 class Service(_Model):

@@ -339,3 +339,23 @@ def test_several_documents_in_one_file_merge(tmp_path: Path) -> None:
         "services: {a: {image: x, environment: [A=1]}}\n---\nservices: {a: {environment: [B=2]}}\n",
     )
     assert load(tmp_path).services["a"].environment == {"A": "1", "B": "2"}
+
+
+def test_a_string_file_mode_is_octal(tmp_path: Path) -> None:
+    """compose-go reads `mode: "0440"` as octal, like the YAML integer 0440."""
+    write(tmp_path / "token.txt", "t")
+    write(
+        tmp_path / "compose.yaml",
+        """\
+        services:
+          a:
+            image: busybox
+            secrets:
+              - {source: token, mode: "0440"}
+              - {source: token, target: again, mode: 0440}
+        secrets:
+          token: {file: ./token.txt}
+        """,
+    )
+    modes = [s.mode for s in load(tmp_path).services["a"].secrets]
+    assert modes == [0o440, 0o440]
