@@ -50,6 +50,7 @@ from agent.network.service import (
     NetworkService,
     NotFound,
 )
+from orchestr.api.filters import parse_filters
 from orchestr.api.http import HttpError, Request, Response, Router, json_response, off_loop
 
 __all__ = [
@@ -369,32 +370,6 @@ def endpoint_config(body: object) -> dict[str, Any]:
 
 
 # -- filters -------------------------------------------------------------------------------
-
-
-def filter_values(filters: Filters, key: str) -> list[str]:
-    """A filter's values, from either encoding: {key: [v…]} or {key: {v: true}}."""
-    value = filters.get(key)
-    if value is None:
-        return []
-    if isinstance(value, dict):
-        return [str(k) for k, on in value.items() if on]
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    raise HttpError(400, f"invalid filter '{key}': expected a list of values")
-
-
-def parse_filters(raw: object, allowed: frozenset[str]) -> dict[str, list[str]]:
-    """The `filters` query parameter (already JSON-decoded), checked against `allowed`."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise HttpError(400, "filters: expected a JSON object")
-    out: dict[str, list[str]] = {}
-    for key in raw:
-        if key not in allowed:
-            raise HttpError(400, f"invalid filter '{key}'")
-        out[key] = filter_values(raw, key)
-    return out
 
 
 def _regex_search(pattern: str, text: str) -> bool:

@@ -74,6 +74,8 @@ def next_step(task: Task, seen: Observed | None) -> Step:
     if state == TaskState.READY:
         if desired < TaskState.RUNNING:
             return IDLE  # prepared; waits to be wanted running
+        if seen is not None and (seen.running or seen.exited):
+            return Step(state=TaskState.STARTING, message="starting")  # started already
         return Step(Action.START, TaskState.STARTING, "starting")
     if seen is None:
         return Step(state=TaskState.FAILED, message="failed", err="the task's container is gone")

@@ -84,6 +84,8 @@ class Worker:
                     while self.sync():
                         pass  # a step was taken: the next one may follow at once
                 except Exception:
+                    if stop.is_set():
+                        return
                     log.exception("worker: a round failed; trying again")
                     time.sleep(POLL)
         finally:
@@ -98,10 +100,14 @@ class Worker:
         }
         moved = False
         known = set()
+        # Busy before the read: a task whose action ends after it was read is seen
+        # stale in this round, and must wait for the next (its end wakes one).
+        with self.lock:
+            was_busy = set(self.busy)
         for task, service in self.source.assigned(self.node_id):
             known.add(task.id)
             with self.lock:
-                if task.id in self.busy:
+                if task.id in was_busy or task.id in self.busy:
                     continue
             record = records.get(task.id)
             step = next_step(task, _observe(record))
@@ -115,7 +121,7 @@ class Worker:
                 self.busy.add(task.id)
             self.pool.submit(self._in_background, task, service, record, step)
         for task_id, record in records.items():
-            if task_id not in known and task_id not in self.busy:
+            if task_id not in known and task_id not in was_busy:
                 log.info("worker: removing container %s of a task gone", record.name)
                 self.containers.remove(record.id, force=True)
         return moved
@@ -184,3 +190,26 @@ def _observe(record: Any) -> Observed | None:
 
 def _one_line(e: BaseException) -> str:
     return " ".join((str(e) or type(e).__name__).split())
+
+
+class ServiceContainers:
+    """`Containers` over the node's ContainerService."""
+
+    def __init__(self, containers: Any) -> None:
+        self.containers = containers
+
+    def create(self, body: object, name: str | None) -> tuple[Any, list[str]]:
+        record, warnings = self.containers.create(body, name)
+        return record, warnings
+
+    def start(self, ref: str) -> Any:
+        return self.containers.start(ref)
+
+    def stop(self, ref: str, timeout: int | None = None) -> bool:
+        return bool(self.containers.stop(ref, timeout))
+
+    def remove(self, ref: str, *, force: bool = False) -> None:
+        self.containers.remove(ref, force=force)
+
+    def all_records(self) -> list[Any]:
+        return list(self.containers.records.all())

@@ -161,6 +161,7 @@ class Daemon:
         from agent.api.volumes import VolumesApi
         from agent.containers.service import ContainerService
         from agent.events import EventBus
+        from agent.exec.worker import ServiceContainers, Worker
         from agent.images.service import ImageService
         from agent.network import NetworkError
         from agent.network.service import NetworkService
@@ -168,6 +169,8 @@ class Daemon:
         from agent.supervisor.client import SupervisorClient, start_supervisor
         from agent.volumes import VolumeStore
         from orchestr.api.http import Router, Server
+        from orchestr.manager.local import Cluster
+        from orchestr.state.sqlite import open_store
 
         self._check_socket_paths()
         os.makedirs(self.data_root, mode=0o711, exist_ok=True)
@@ -237,6 +240,13 @@ class Daemon:
         router.include(ContainersApi(containers).router)
         router.include(VolumesApi(volumes).router)
         router.include(NetworksApi(network, containers).router)
+        # A cluster of one: the store, the manager's controller and this node's worker.
+        store = await asyncio.to_thread(open_store, self.data_root)
+        node_id = _node_id(self.data_root)
+        cluster = Cluster(store, node_id)
+        worker = Worker(node_id, cluster.tasks, ServiceContainers(containers))
+        await asyncio.to_thread(cluster.start, {"worker": worker.run})
+        router.include(cluster.router)
         server = Server(router)
         sockets = []
         for host in self.hosts:
@@ -274,6 +284,7 @@ class Daemon:
         finally:
             log.info("stopping")
             await server.close()
+            await asyncio.to_thread(cluster.stop)
             for path in sockets:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)

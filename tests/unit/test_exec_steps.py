@@ -60,6 +60,9 @@ def test_the_container_is_created_while_preparing_and_started_from_ready() -> No
     assert next_step(task(TaskState.PREPARING), None).action == Action.CREATE
     assert next_step(task(TaskState.PREPARING), Observed("c1")).action == Action.NONE
     assert next_step(task(TaskState.READY), Observed("c1")).action == Action.START
+    # Started already (a report lost to a restart): on to starting, not started twice.
+    again = next_step(task(TaskState.READY), RUNNING)
+    assert (again.action, again.state) == (Action.NONE, TaskState.STARTING)
 
 
 def test_a_health_check_holds_the_task_in_starting_until_healthy() -> None:

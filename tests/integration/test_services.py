@@ -1,0 +1,136 @@
+"""Services on a cluster of one, driven by the docker CLI: create, ls, ps, inspect,
+scale, a rolling update with the CLI's own progress view, rollback, removal."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import Daemon
+from tests.integration.test_daemon_images import docker_cli
+from tests.integration.test_daemon_networks import net
+
+__all__ = ["net"]  # the fixture, imported for this module's tests
+
+pytestmark = [pytest.mark.root, pytest.mark.netns]
+
+
+def until(what: str, check: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def running(d: Daemon, service: str, image: str | None = None) -> list[str]:
+    """Names of the running containers of `service` (of `image`, if given)."""
+    out = docker_cli(
+        d, "ps", "--filter", f"label=com.docker.swarm.service.name={service}",
+        "--format", "{{.Names}} {{.Image}}",
+    ).stdout  # fmt: skip
+    return sorted(
+        line.split()[0] for line in out.splitlines() if image is None or line.split()[1] == image
+    )
+
+
+def replicas(d: Daemon, service: str = "web") -> str:
+    """The REPLICAS column of `docker service ls` (running/desired)."""
+    out = docker_cli(d, "service", "ls", "--filter", f"name={service}", "--format", "{{.Replicas}}")
+    return out.stdout.strip()
+
+
+def tasks(d: Daemon, service: str) -> list[dict[str, str]]:
+    out = docker_cli(d, "service", "ps", service, "--no-trunc", "--format", "{{json .}}").stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_a_service_runs_scales_updates_rolls_back_and_goes(net: Daemon) -> None:
+    d = net
+    docker_cli(d, "tag", "busybox:latest", "busybox:v2")
+    created = docker_cli(
+        d, "service", "create", "--detach", "--name", "web", "--replicas", "3",
+        "--stop-grace-period", "1s", "--update-parallelism", "2", "--update-monitor", "1s",
+        "--label", "tier=front", "busybox:latest", "sleep", "600",
+    )  # fmt: skip
+    service_id = created.stdout.strip()
+    until("3 tasks running", lambda: replicas(d) == "3/3")
+    assert len(running(d, "web")) == 3
+    ls = docker_cli(d, "service", "ls", "--format", "{{.Name}} {{.Mode}}").stdout
+    assert ls.split() == ["web", "replicated"]
+    names = sorted(t["Name"] for t in tasks(d, "web"))
+    assert names == ["web.1", "web.2", "web.3"]
+    assert all(t["CurrentState"].startswith("Running") for t in tasks(d, "web"))
+    assert all(name.startswith(f"web.{i}.") for i, name in enumerate(running(d, "web"), 1))
+    inspect = json.loads(docker_cli(d, "service", "inspect", "web").stdout)[0]
+    assert inspect["ID"] == service_id
+    assert inspect["Spec"]["Labels"] == {"tier": "front"}
+    assert inspect["Spec"]["Mode"] == {"Replicated": {"Replicas": 3}}
+
+    docker_cli(d, "service", "scale", "--detach", "web=5")
+    until("5 tasks running", lambda: replicas(d) == "5/5")
+    docker_cli(d, "service", "scale", "--detach", "web=2")
+    until("2 tasks running", lambda: len(running(d, "web")) == 2 and replicas(d) == "2/2")
+    assert [t["Name"] for t in tasks(d, "web") if t["DesiredState"] == "Running"] == [
+        "web.1",
+        "web.2",
+    ]
+
+    # Not detached: the CLI follows the update with its own progress view until it
+    # has converged (it polls tasks with its `_up-to-date` filter).
+    update = docker_cli(d, "service", "update", "--image", "busybox:v2", "web")
+    assert "converged" in update.stdout
+    assert len(running(d, "web", "busybox:v2")) == 2 and running(d, "web", "busybox:latest") == []
+    until(
+        "the update completed",
+        lambda: (
+            json.loads(docker_cli(d, "service", "inspect", "web").stdout)[0]
+            .get("UpdateStatus", {})
+            .get("State")
+            == "completed"
+        ),
+    )
+
+    rollback = docker_cli(d, "service", "rollback", "web")
+    assert "converged" in rollback.stdout
+    assert len(running(d, "web", "busybox:latest")) == 2
+    status = json.loads(docker_cli(d, "service", "inspect", "web").stdout)[0]["UpdateStatus"]
+    assert status["State"] in ("rollback_started", "rollback_completed")
+    assert "manually requested rollback" in status["Message"]
+
+    docker_cli(d, "service", "rm", "web")
+    until(
+        "the containers gone",
+        lambda: (
+            docker_cli(
+                d, "ps", "-aq", "--filter", "label=com.docker.swarm.service.name=web"
+            ).stdout.strip()
+            == ""
+        ),
+    )
+    assert docker_cli(d, "service", "ls", "-q").stdout.strip() == ""
+
+
+def test_bad_service_requests_get_clear_errors(net: Daemon) -> None:
+    d = net
+    docker_cli(
+        d, "service", "create", "--detach", "--name", "one", "--replicas", "0", "busybox:latest"
+    )
+    again = docker_cli(
+        d, "service", "create", "--detach", "--name", "one", "busybox:latest", check=False
+    )
+    assert again.returncode != 0 and "already exists" in again.stderr
+    bad = docker_cli(
+        d, "service", "create", "--detach", "--constraint", "node.labels.zone", "busybox:latest",
+        check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "invalid constraint" in bad.stderr
+    ports = docker_cli(
+        d, "service", "create", "--detach", "-p", "8080:80", "busybox:latest", check=False
+    )
+    assert ports.returncode != 0 and "not supported yet" in ports.stderr
+    missing = docker_cli(d, "service", "inspect", "nope", check=False)
+    assert missing.returncode != 0 and "nope" in missing.stderr
+    docker_cli(d, "service", "rm", "one")
