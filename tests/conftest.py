@@ -87,6 +87,20 @@ def _subreaper() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _no_daemon_of_the_machine() -> Iterator[None]:
+    """No test may start the machine's own daemon (the CLI starts one on the default
+    socket when none answers): that one would work in the root namespace, on
+    /var/lib/orchestr. Tests talk to daemons of their own, in test hosts."""
+    old = os.environ.get("ORCHESTR_NO_AUTOSTART")
+    os.environ["ORCHESTR_NO_AUTOSTART"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("ORCHESTR_NO_AUTOSTART", None)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _cache_dir() -> Iterator[None]:
     """The CLI's cache of valid stacks in a directory of the test session's own."""
     import shutil

@@ -22,9 +22,7 @@ HOST_ENV = "ORCHESTR_HOST"
 
 # Commands users know from Docker/Compose that later stages build; until then
 # they say so plainly instead of pretending to work.
-_PLANNED = {
-    "service": "the control plane",
-}
+_PLANNED: dict[str, str] = {}
 
 
 class Context:
@@ -54,6 +52,8 @@ def resolve_host(flag: str | None, environ: dict[str, str] | None = None) -> str
 _LAZY = {
     "build": "orchestr.cli.images:build",
     "compose": "orchestr.cli.compose:compose",
+    "service": "orchestr.cli.stack:service",
+    "stack": "orchestr.cli.stack:stack",
     "config": "orchestr.cli.compose:config",
     "down": "orchestr.cli.compose:down",
     "graph": "orchestr.cli.compose:graph",

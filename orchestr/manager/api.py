@@ -171,7 +171,10 @@ class ServicesApi:
 
     async def inspect(self, request: Request) -> Response:
         read = await self._call(self.repo.snapshot)
-        service = _find_service(read, request.params["id"])
+        try:
+            service = _find_service(read, request.params["id"])
+        except NotFound as e:
+            raise HttpError(404, str(e)) from None
         return json_response(service_json(service, read.mod_of(SERVICES + service.id)))
 
     async def update(self, request: Request) -> Response:

@@ -1,7 +1,9 @@
 """One round of the control plane over a snapshot of the cluster (pure).
 
 `decide(snapshot, now, new_id)` runs the deciders in the order swarmkit's components act
-on a change — the orchestrator (reconcile, restarts) and the updater for each service,
+on a change — the orchestrator (reconcile, restarts; a service with no tasks yet waits
+for its dependencies' conditions, orchestrator/dependencies.py) and the updater for each
+service,
 then the scheduler over the resulting tasks, then the task reaper — each seeing what the
 ones before it decided, and returns every object that changed. The controller
 (controller.py) writes them in one transaction, conditioned on nothing having changed
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orchestr.api.swarm import Node, Service, Task, TaskState
+from orchestr.orchestrator.dependencies import waiting_for
 from orchestr.orchestrator.reconciler import reconcile, with_desired
 from orchestr.scheduler.scheduler import schedule
 from orchestr.updater.rolling import next_step
@@ -56,8 +59,16 @@ def decide(snap: Snapshot, now: float, new_id: Callable[[], str]) -> Changes:
     for task in list(tasks.values()):
         if task.service_id not in snap.services and task.desired_state <= TaskState.RUNNING:
             put(with_desired(task, TaskState.REMOVE))  # its service was removed
+    services = list(snap.services.values())
     for sid in sorted(snap.services):
         service = snap.services[sid]
+        if not any(
+            t.service_id == sid and t.desired_state <= TaskState.RUNNING for t in tasks.values()
+        ):
+            reason = waiting_for(service, services, list(tasks.values()))
+            if reason is not None:
+                out.notes.append(f"{service.name}: {reason}")
+                continue
         plan = reconcile(service, list(tasks.values()), nodes, now, new_id)
         for t in plan.create + plan.update:
             put(t)

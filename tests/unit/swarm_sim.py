@@ -35,6 +35,7 @@ def spec(
     placement: dict[str, Any] | None = None,
     reservations: dict[str, int] | None = None,
     name: str = "web",
+    labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     template: dict[str, Any] = {"ContainerSpec": {"Image": image}}
     template["RestartPolicy"] = restart or {"Condition": "any", "Delay": 0}
@@ -47,6 +48,8 @@ def spec(
         "TaskTemplate": template,
         "Mode": {"Global": {}} if replicas is None else {"Replicated": {"Replicas": replicas}},
     }
+    if labels:
+        doc["Labels"] = labels
     if update is not None:
         doc["UpdateConfig"] = update
     if rollback is not None:
@@ -62,6 +65,7 @@ class Cluster:
     now: float = 1000.0
     step: float = 0.5
     bad_images: set[str] = field(default_factory=set)  # tasks of these fail as they start
+    one_shot_images: set[str] = field(default_factory=set)  # these complete once running
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     history: list[dict[str, int]] = field(default_factory=list)  # per tick: running counts
 
@@ -113,10 +117,13 @@ class Cluster:
                 continue
             if state == TaskState.READY and t.desired_state == TaskState.READY:
                 continue  # prepared: waits to be wanted running
+            image = t.spec.get("ContainerSpec", {}).get("Image")
+            if state == TaskState.RUNNING and image in self.one_shot_images:
+                self._report(t, TaskState.COMPLETE, "finished")
+                continue
             if state >= TaskState.RUNNING:
                 continue
             nxt = AGENT_STEPS[state]
-            image = t.spec.get("ContainerSpec", {}).get("Image")
             if nxt == TaskState.RUNNING and image in self.bad_images:
                 self._report(t, TaskState.FAILED, "task: non-zero exit (1)")
             else:

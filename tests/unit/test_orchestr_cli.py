@@ -34,8 +34,10 @@ def test_version_shows_the_host(capsys: pytest.CaptureFixture[str], monkeypatch)
     assert "host: tcp://n1:2376" in captured.out and "TLS to a tcp:// daemon needs" in captured.err
 
 
-def test_planned_command_says_not_supported_in_one_line(capsys: pytest.CaptureFixture[str]):
-    assert main(["service", "ls"]) == 1
+def test_an_unbuilt_command_says_not_supported_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["service", "logs", "web"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not supported yet" in err[0]
 

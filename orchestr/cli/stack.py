@@ -1,0 +1,453 @@
+"""`orchestr stack deploy|ls|ps|rm` and `orchestr service ls|ps|inspect|scale|update|
+rollback|rm`: a Compose file as Swarm services, as `docker stack` and `docker service`
+do it, against the daemon's control plane (a cluster of one).
+
+`stack deploy` converts the file as `docker stack deploy` does (orchestr/compose/
+deploy.py), creates the stack's networks (an `overlay` network is a bridge on a cluster
+of one: the overlay driver comes with several nodes), then creates each service or
+updates it (a rolling update when its task template changed). The file's `depends_on`
+goes with each service (label `org.orchestr.depends-on`), and the control plane starts a
+service's first tasks only once its dependencies' conditions hold — Swarm ignores
+`depends_on`. `--prune` removes the stack's services the file no longer has.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from typing import Any
+from urllib.parse import quote
+
+import click
+
+from orchestr.cli.common import client_of
+from orchestr.cli.output import human_age, print_json, print_table
+from orchestr.errors import OrchestrError
+
+NAMESPACE = "com.docker.stack.namespace"
+DEPENDS_LABEL = "org.orchestr.depends-on"  # orchestr.orchestrator.dependencies.LABEL
+UPDATE_DONE = {"completed", "paused", "rollback_completed", "rollback_paused"}
+
+
+def _q(name: str) -> str:
+    return quote(name, safe="")
+
+
+def _missing(e: Exception) -> bool:
+    return getattr(e, "status", 0) == 404
+
+
+# -- stack ------------------------------------------------------------------------------
+
+
+@click.group("stack")
+def stack() -> None:
+    """Stacks of services (docker stack)."""
+
+
+@stack.command("deploy")
+@click.option("-c", "--compose-file", "files", multiple=True, required=True, metavar="FILE")
+@click.option("--prune", is_flag=True, help="Remove the stack's services no longer in the file.")
+@click.argument("name")
+@click.pass_context
+def deploy(ctx: click.Context, files: tuple[str, ...], prune: bool, name: str) -> None:
+    """Deploy a stack: its networks and services, created or updated."""
+    import os
+
+    from orchestr.compose import deploy as convert
+    from orchestr.stack.loader import LoadOptions, load_project
+
+    project = load_project(
+        LoadOptions(
+            files=files,
+            project_name=name,
+            warn=lambda m: click.echo(f"warning: {m}", err=True),
+        )
+    )
+    specs = convert.stack_specs(project, environ=dict(os.environ))
+    for line in specs.warnings:
+        click.echo(line, err=True)
+    if specs.secrets or specs.configs:
+        raise OrchestrError("stack deploy: secrets and configs of services are not supported yet")
+    with client_of(ctx) as client:
+        for network in specs.external_networks:
+            try:
+                client.json("GET", f"/networks/{_q(network)}")
+            except OrchestrError as e:
+                if _missing(e):
+                    raise OrchestrError(
+                        f"network {network} is declared as external, but could not be found"
+                    ) from None
+                raise
+        for body in specs.networks:
+            try:
+                client.json("GET", f"/networks/{_q(body['Name'])}")
+                continue
+            except OrchestrError as e:
+                if not _missing(e):
+                    raise
+            click.echo(f"Creating network {body['Name']}")
+            client.json("POST", "/networks/create", json=_local_network(body))
+        deployed = set()
+        for spec in specs.services:
+            spec = _with_dependencies(spec, specs.dependencies.get(spec["Name"], {}))
+            deployed.add(spec["Name"])
+            try:
+                current = client.json("GET", f"/services/{_q(spec['Name'])}")
+            except OrchestrError as e:
+                if not _missing(e):
+                    raise
+                click.echo(f"Creating service {spec['Name']}")
+                client.json("POST", "/services/create", json=spec)
+                continue
+            click.echo(f"Updating service {spec['Name']} (id: {current['ID']})")
+            client.json(
+                "POST",
+                f"/services/{current['ID']}/update",
+                params={"version": current["Version"]["Index"]},
+                json=spec,
+            )
+        if prune:
+            for service in _stack_services(client, name):
+                if service["Spec"]["Name"] not in deployed:
+                    click.echo(f"Removing service {service['Spec']['Name']}")
+                    client.json("DELETE", f"/services/{service['ID']}")
+
+
+def _local_network(body: dict[str, Any]) -> dict[str, Any]:
+    """On a cluster of one an overlay network is a bridge (labelled as the stack's)."""
+    out = {k: v for k, v in body.items() if k not in ("Attachable", "Scope", "Ingress")}
+    if out.get("Driver") in (None, "", "overlay"):
+        out["Driver"] = "bridge"
+    return out
+
+
+def _with_dependencies(spec: dict[str, Any], deps: dict[str, str]) -> dict[str, Any]:
+    if not deps:
+        return spec
+    labels = {**(spec.get("Labels") or {}), DEPENDS_LABEL: json.dumps(deps, sort_keys=True)}
+    return {**spec, "Labels": labels}
+
+
+def _stack_services(client: Any, name: str) -> list[dict[str, Any]]:
+    services = client.json(
+        "GET", "/services", params={"filters": json.dumps({"label": [f"{NAMESPACE}={name}"]})}
+    )
+    return list(services or [])
+
+
+@stack.command("ls")
+@click.pass_context
+def stack_ls(ctx: click.Context) -> None:
+    """List the stacks."""
+    with client_of(ctx) as client:
+        services = client.json("GET", "/services") or []
+    counts: dict[str, int] = {}
+    for s in services:
+        ns = (s["Spec"].get("Labels") or {}).get(NAMESPACE)
+        if ns:
+            counts[ns] = counts.get(ns, 0) + 1
+    print_table(["NAME", "SERVICES"], [[n, str(c)] for n, c in sorted(counts.items())])
+
+
+@stack.command("ps")
+@click.argument("name")
+@click.pass_context
+def stack_ps(ctx: click.Context, name: str) -> None:
+    """List the tasks of a stack."""
+    with client_of(ctx) as client:
+        services = _stack_services(client, name)
+        if not services:
+            raise OrchestrError(f"nothing found in stack: {name}")
+        tasks = client.json(
+            "GET",
+            "/tasks",
+            params={"filters": json.dumps({"service": [s["ID"] for s in services]})},
+        )
+    _print_tasks(tasks or [], {s["ID"]: s["Spec"]["Name"] for s in services})
+
+
+@stack.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def stack_rm(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Remove stacks: their services and networks."""
+    with client_of(ctx) as client:
+        for name in names:
+            services = _stack_services(client, name)
+            networks = client.json(
+                "GET",
+                "/networks",
+                params={"filters": json.dumps({"label": [f"{NAMESPACE}={name}"]})},
+            )
+            if not services and not networks:
+                raise OrchestrError(f"nothing found in stack: {name}")
+            for s in services:
+                click.echo(f"Removing service {s['Spec']['Name']}")
+                client.json("DELETE", f"/services/{s['ID']}")
+            for n in networks or []:
+                _remove_network(client, n["Name"])
+
+
+def _remove_network(client: Any, name: str, timeout: float = 60) -> None:
+    """Networks go once their tasks' containers have (the worker stops them first)."""
+    click.echo(f"Removing network {name}")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.json("DELETE", f"/networks/{_q(name)}")
+            return
+        except OrchestrError as e:
+            if getattr(e, "status", 0) != 403 and getattr(e, "status", 0) != 409:
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _print_tasks(tasks: list[dict[str, Any]], names: dict[str, str]) -> None:
+    rows = []
+    for t in sorted(tasks, key=lambda t: (names.get(t["ServiceID"], ""), t.get("Slot", 0))):
+        status = t["Status"]
+        when = _age(status.get("Timestamp", ""))
+        service = names.get(t["ServiceID"], t["ServiceID"])
+        rows.append(
+            [
+                t["ID"][:12],
+                f"{service}.{t.get('Slot') or t.get('NodeID', '')}",
+                t["Spec"].get("ContainerSpec", {}).get("Image", ""),
+                t["DesiredState"].capitalize(),
+                f"{status['State'].capitalize()} {when}",
+                status.get("Err", ""),
+            ]
+        )
+    print_table(["ID", "NAME", "IMAGE", "DESIRED STATE", "CURRENT STATE", "ERROR"], rows)
+
+
+def _age(stamp: str) -> str:
+    import datetime as dt
+
+    try:
+        then = dt.datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return ""
+    return human_age(then.timestamp()).lower()
+
+
+# -- service -------------------------------------------------------------------------------
+
+
+@click.group("service")
+def service() -> None:
+    """Services (docker service)."""
+
+
+@service.command("ls")
+@click.option("-q", "--quiet", is_flag=True, help="Only IDs.")
+@click.pass_context
+def service_ls(ctx: click.Context, quiet: bool) -> None:
+    """List the services."""
+    with client_of(ctx) as client:
+        services = client.json("GET", "/services", params={"status": "true"}) or []
+    if quiet:
+        click.echo("\n".join(s["ID"] for s in services))
+        return
+    rows = []
+    for s in services:
+        spec, status = s["Spec"], s.get("ServiceStatus") or {}
+        mode = "global" if "Global" in (spec.get("Mode") or {}) else "replicated"
+        rows.append(
+            [
+                s["ID"][:12],
+                spec["Name"],
+                mode,
+                f"{status.get('RunningTasks', 0)}/{status.get('DesiredTasks', 0)}",
+                spec["TaskTemplate"]["ContainerSpec"]["Image"],
+                ((s.get("UpdateStatus") or {}).get("State") or ""),
+            ]
+        )
+    print_table(["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "UPDATE"], rows)
+
+
+@service.command("ps")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def service_ps(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """List the tasks of services."""
+    with client_of(ctx) as client:
+        found = [client.json("GET", f"/services/{_q(n)}") for n in names]
+        tasks = client.json(
+            "GET", "/tasks", params={"filters": json.dumps({"service": [s["ID"] for s in found]})}
+        )
+    _print_tasks(tasks or [], {s["ID"]: s["Spec"]["Name"] for s in found})
+
+
+@service.command("inspect")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def service_inspect(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Show services as the Engine API does."""
+    with client_of(ctx) as client:
+        print_json([client.json("GET", f"/services/{_q(n)}") for n in names])
+
+
+@service.command("scale")
+@click.option("-d", "--detach", is_flag=True, help="Do not wait for the tasks.")
+@click.argument("pairs", nargs=-1, required=True, metavar="SERVICE=REPLICAS...")
+@click.pass_context
+def service_scale(ctx: click.Context, detach: bool, pairs: tuple[str, ...]) -> None:
+    """Set the replicas of services."""
+    wanted: dict[str, int] = {}
+    for pair in pairs:
+        key, eq, number = pair.partition("=")
+        if not eq or not number.isdigit():
+            raise OrchestrError(f"invalid scale specifier {pair!r}: want SERVICE=REPLICAS")
+        wanted[key] = int(number)
+    with client_of(ctx) as client:
+        for name, replicas in wanted.items():
+            _change(client, name, functools.partial(_set_replicas, n=replicas))
+            click.echo(f"{name} scaled to {replicas}")
+        if not detach:
+            for name, replicas in wanted.items():
+                _wait_running(client, name, replicas)
+
+
+def _set_replicas(spec: dict[str, Any], n: int) -> dict[str, Any]:
+    if "Replicated" not in (spec.get("Mode") or {}):
+        raise OrchestrError(f"{spec['Name']}: scale can only be used with replicated mode")
+    return {**spec, "Mode": {"Replicated": {"Replicas": n}}}
+
+
+@service.command("update")
+@click.option("-d", "--detach", is_flag=True, help="Do not wait for the update.")
+@click.option("--image", help="The new image.")
+@click.option("--replicas", type=int, help="The number of tasks.")
+@click.option("--env-add", multiple=True, metavar="KEY=VALUE")
+@click.option("--env-rm", multiple=True, metavar="KEY")
+@click.option("--force", is_flag=True, help="Replace the tasks even if nothing changed.")
+@click.argument("name")
+@click.pass_context
+def service_update(
+    ctx: click.Context,
+    detach: bool,
+    image: str | None,
+    replicas: int | None,
+    env_add: tuple[str, ...],
+    env_rm: tuple[str, ...],
+    force: bool,
+    name: str,
+) -> None:
+    """Change a service: a rolling update of its tasks when their template changes."""
+
+    def change(spec: dict[str, Any]) -> dict[str, Any]:
+        template = dict(spec["TaskTemplate"])
+        container = dict(template["ContainerSpec"])
+        if image:
+            container["Image"] = image
+        if env_add or env_rm:
+            env = {e.partition("=")[0]: e for e in container.get("Env") or []}
+            for key in env_rm:
+                env.pop(key, None)
+            for item in env_add:
+                env[item.partition("=")[0]] = item
+            container["Env"] = sorted(env.values())
+        template["ContainerSpec"] = container
+        if force:
+            template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
+        out = {**spec, "TaskTemplate": template}
+        return _set_replicas(out, replicas) if replicas is not None else out
+
+    with client_of(ctx) as client:
+        _change(client, name, change)
+        click.echo(name)
+        if not detach:
+            _wait_update(client, name)
+
+
+@service.command("rollback")
+@click.option("-d", "--detach", is_flag=True, help="Do not wait for the rollback.")
+@click.argument("name")
+@click.pass_context
+def service_rollback(ctx: click.Context, detach: bool, name: str) -> None:
+    """Bring back a service's previous spec."""
+    with client_of(ctx) as client:
+        current = client.json("GET", f"/services/{_q(name)}")
+        client.json(
+            "POST",
+            f"/services/{current['ID']}/update",
+            params={"version": current["Version"]["Index"], "rollback": "previous"},
+            json=current["Spec"],
+        )
+        click.echo(name)
+        if not detach:
+            _wait_update(client, name, rollback=True)
+
+
+@service.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def service_rm(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Remove services."""
+    with client_of(ctx) as client:
+        for name in names:
+            client.json("DELETE", f"/services/{_q(name)}")
+            click.echo(name)
+
+
+@service.command("logs")
+@click.argument("name")
+def service_logs(name: str) -> None:
+    """A service's logs (not supported yet)."""
+    raise OrchestrError(f"service logs {name}: not supported yet (use docker logs on its tasks)")
+
+
+def _change(client: Any, name: str, change: Any) -> None:
+    current = client.json("GET", f"/services/{_q(name)}")
+    client.json(
+        "POST",
+        f"/services/{current['ID']}/update",
+        params={"version": current["Version"]["Index"]},
+        json=change(current["Spec"]),
+    )
+
+
+def _wait_running(client: Any, name: str, n: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        [found] = client.json(
+            "GET", "/services", params={"status": "true", "filters": json.dumps({"name": [name]})}
+        ) or [None]
+        status = (found or {}).get("ServiceStatus") or {}
+        if status.get("RunningTasks") == n and status.get("DesiredTasks") == n:
+            return
+        if time.monotonic() > deadline:
+            raise OrchestrError(
+                f"{name}: {status.get('RunningTasks')}/{n} running after {timeout:g} s"
+            )
+        time.sleep(0.2)
+
+
+def _wait_update(client: Any, name: str, rollback: bool = False, timeout: float = 1800) -> None:
+    """Follow the update status until it ends. An update that pauses, or is rolled back,
+    fails the command (exit 1), as does a rollback that pauses."""
+    success = "rollback_completed" if rollback else "completed"
+    start = time.monotonic()
+    seen = ""
+    while time.monotonic() - start < timeout:
+        doc = client.json("GET", f"/services/{_q(name)}")
+        status = doc.get("UpdateStatus") or {}
+        state = status.get("State", "")
+        if state != seen:
+            message = f": {status['Message']}" if status.get("Message") else ""
+            click.echo(f"{name}: {state}{message}", err=True)
+            seen = state
+        if state == success:
+            return
+        if state in UPDATE_DONE:
+            sys.exit(1)
+        if not state and time.monotonic() - start > 2:
+            return  # nothing to roll: the task template did not change
+        time.sleep(0.2)
+    raise OrchestrError(f"{name}: the update did not end in {timeout:g} s")

@@ -1,0 +1,116 @@
+"""`orchestr stack deploy` and `orchestr service …` on a cluster of one: a Compose file
+as services, with depends_on honoured between them, then updated, listed and removed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Daemon
+from tests.integration.test_daemon_images import docker_cli
+from tests.integration.test_daemon_networks import host_of, net
+
+__all__ = ["net"]  # the fixture, imported for this module's tests
+
+pytestmark = [pytest.mark.root, pytest.mark.netns]
+
+ROOT = Path(__file__).resolve().parents[2]
+ORCHESTR = str(Path(sys.executable).with_name("orchestr"))
+STACK = ROOT / "examples" / "stacks" / "services" / "compose.yaml"
+
+
+def orchestr(d: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = host_of(d).run(ORCHESTR, *args, env=d.env(), timeout=300)
+    if check:
+        assert done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
+    return done
+
+
+def until(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def service(d: Daemon, name: str) -> dict[str, object]:
+    return json.loads(docker_cli(d, "service", "inspect", name).stdout)[0]  # type: ignore[no-any-return]
+
+
+def tasks(d: Daemon, name: str) -> list[dict[str, object]]:
+    out = docker_cli(d, "service", "ps", name, "--no-trunc", "--format", "{{json .}}").stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def replicas(d: Daemon, name: str) -> str:
+    return docker_cli(
+        d, "service", "ls", "--filter", f"name={name}", "--format", "{{.Replicas}}"
+    ).stdout.strip()
+
+
+def times(d: Daemon, name: str, field: str = "StartedAt") -> list[str]:
+    """A State time of the containers of a service (RFC 3339, UTC: they sort), oldest
+    first."""
+    ids = docker_cli(
+        d, "ps", "-aq", "--filter", f"label=com.docker.swarm.service.name={name}"
+    ).stdout.split()
+    if not ids:
+        return []
+    out = docker_cli(d, "inspect", "--format", f"{{{{.State.{field}}}}}", *ids).stdout
+    return sorted(out.split())
+
+
+def test_a_stack_deploys_in_dependency_order_updates_and_goes(net: Daemon) -> None:
+    d = net
+    deployed = orchestr(d, "stack", "deploy", "-c", str(STACK), "shop")
+    assert "Creating network shop_default" in deployed.stdout
+    until("the stack running", lambda: replicas(d, "shop_web") == "2/2", timeout=90)
+    assert replicas(d, "shop_api") == "3/3"
+
+    # depends_on: the job completed before the API started; the API was healthy (its
+    # tasks running) before the web's first task started.
+    [job] = [t for t in tasks(d, "shop_migrate")]
+    assert job["CurrentState"].startswith("Complete")
+    api_up, web_up = times(d, "shop_api"), times(d, "shop_web")
+    [job_done] = times(d, "shop_migrate", "FinishedAt")
+    assert job_done < api_up[0]
+    assert api_up[-1] < web_up[0]
+    labels = service(d, "shop_web")["Spec"]["Labels"]  # type: ignore[index]
+    assert labels["com.docker.stack.namespace"] == "shop"  # type: ignore[index]
+    assert json.loads(labels["org.orchestr.depends-on"]) == {"shop_api": "service_healthy"}  # type: ignore[index]
+
+    listed = orchestr(d, "stack", "ls").stdout.split()
+    assert listed[-2:] == ["shop", "3"]
+    ps = orchestr(d, "stack", "ps", "shop").stdout
+    assert ps.count("shop_api.") == 3 and ps.count("shop_web.") == 2
+    ls = orchestr(d, "service", "ls").stdout
+    assert "shop_api" in ls and "3/3" in ls
+
+    # An update through the orchestr CLI: start-first, one at a time, waits till done.
+    docker_cli(d, "tag", "busybox:latest", "busybox:v2")
+    update = orchestr(d, "service", "update", "--image", "busybox:v2", "shop_api")
+    assert "shop_api: completed" in update.stderr
+    images = {t["Image"] for t in tasks(d, "shop_api") if t["DesiredState"] == "Running"}
+    assert images == {"busybox:v2"}
+
+    orchestr(d, "service", "scale", "shop_web=1")
+    assert replicas(d, "shop_web") == "1/1"
+
+    orchestr(d, "stack", "rm", "shop")
+    until(
+        "the stack gone",
+        lambda: (
+            docker_cli(
+                d, "ps", "-aq", "--filter", "label=com.docker.stack.namespace=shop"
+            ).stdout.strip()
+            == ""
+        ),
+    )
+    assert docker_cli(d, "service", "ls", "-q").stdout.strip() == ""
+    assert "shop_default" not in docker_cli(d, "network", "ls").stdout
