@@ -598,11 +598,17 @@ class NetworksApi:
     async def inspect(self, request: Request) -> Response:
         ref = request.params["id"]
         scope = request.arg("scope") or "local"
-        if scope != "local":
+        if scope not in ("local", "swarm"):
             raise HttpError(404, f"network {ref} not found")
 
         def doc() -> dict[str, Any]:
             network = self.networks.get(ref)
+            # The docker CLI checks a service's networks with scope=swarm. On a cluster
+            # of one, the node's user-defined bridge networks serve services (the
+            # overlay driver comes with several nodes); the predefined ones do not, as
+            # with Swarm.
+            if scope == "swarm" and (network.predefined or network.driver != "bridge"):
+                raise NotFound(f"network {ref} not found")
             return network_doc(network, self.containers.network_users(network.id))
 
         return json_response(await self._call(doc))

@@ -42,7 +42,26 @@ def labels(service: Service, task: Task) -> dict[str, str]:
     return out
 
 
-def create_body(service: Service, task: Task, aliases: bool = True) -> dict[str, Any]:
+def networks_of(task: Task) -> list[str]:
+    """The networks a task's container joins (NetworkAttachmentConfig.Target), in order."""
+    return [str(n["Target"]) for n in task.spec.get("Networks") or [] if n.get("Target")]
+
+
+def service_names(service: Service) -> dict[str, list[str]]:
+    """Network → the names the service answers to there: its name and the attachment's
+    aliases (Swarm's: they resolve to the service, not to one task)."""
+    out = {}
+    for n in service.template.get("Networks") or []:
+        if n.get("Target"):
+            out[str(n["Target"])] = list(dict.fromkeys([service.name, *(n.get("Aliases") or [])]))
+    return out
+
+
+def endpoint_mode(service: Service) -> str:
+    return str((service.spec.get("EndpointSpec") or {}).get("Mode") or "vip")
+
+
+def create_body(service: Service, task: Task) -> dict[str, Any]:
     """The `POST /containers/create` body of `task`'s container."""
     spec: dict[str, Any] = task.spec.get("ContainerSpec") or {}
     body: dict[str, Any] = {
@@ -68,17 +87,12 @@ def create_body(service: Service, task: Task, aliases: bool = True) -> dict[str,
     if health:
         body["Healthcheck"] = health
     body["HostConfig"] = _host_config(task, spec)
-    networks = task.spec.get("Networks") or []
-    if networks:
-        short = service.name.split("_", 1)[-1] if "_" in service.name else service.name
-        body["NetworkingConfig"] = {
-            "EndpointsConfig": {
-                str(n.get("Target")): {
-                    "Aliases": list(n.get("Aliases") or ([short] if aliases else []))
-                }
-                for n in networks
-            }
-        }
+    targets = networks_of(task)
+    if targets:
+        # The first network at create, the others connected before start (as dockerd
+        # does); the service's names are the service endpoint's, not the container's.
+        body["HostConfig"]["NetworkMode"] = targets[0]
+        body["NetworkingConfig"] = {"EndpointsConfig": {targets[0]: {}}}
     return body
 
 

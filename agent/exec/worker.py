@@ -20,7 +20,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from agent.exec.container import LABEL_TASK_ID, container_name, create_body
+from agent.exec.container import (
+    LABEL_TASK_ID,
+    container_name,
+    create_body,
+    endpoint_mode,
+    networks_of,
+    service_names,
+)
 from agent.exec.steps import Action, Observed, Step, next_step
 from orchestr.api.swarm import Service, Task, TaskState, TaskStatus
 
@@ -58,6 +65,23 @@ class Containers(Protocol):
 
     def all_records(self) -> list[Any]: ...
 
+    def connect(self, ref: str, network: str) -> None: ...
+
+    def set_service(
+        self, network: str, key: str, names: list[str], mode: str, backends: list[str]
+    ) -> None: ...
+
+    def drop_service(self, network_id: str, key: str) -> None: ...
+
+    def service_keys(self) -> list[tuple[str, str]]:
+        """(network id, service key) of every service endpoint on the node."""
+        ...
+
+    def network_id(self, ref: str) -> str: ...
+
+
+DRAIN = 0.5  # seconds between leaving the load balancer and the stop signal
+
 
 class Worker:
     def __init__(self, node_id: str, source: TaskSource, containers: Containers) -> None:
@@ -68,6 +92,7 @@ class Worker:
         self.pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="task")
         self.busy: set[str] = set()  # tasks with an action under way
         self.lock = threading.Lock()
+        self.endpoints: dict[tuple[str, str], tuple[list[str], str, list[str]]] = {}
         source.on_change(self.wakeup.set)
 
     def wake(self) -> None:
@@ -100,11 +125,15 @@ class Worker:
         }
         moved = False
         known = set()
+        assigned = self.source.assigned(self.node_id)
+        # The load balancer first: a task wanted stopped leaves it (and DNS) before the
+        # stop below; a task joins it once running (healthy, if it has a health check).
+        self._sync_endpoints(assigned, records)
         # Busy before the read: a task whose action ends after it was read is seen
         # stale in this round, and must wait for the next (its end wakes one).
         with self.lock:
             was_busy = set(self.busy)
-        for task, service in self.source.assigned(self.node_id):
+        for task, service in assigned:
             known.add(task.id)
             with self.lock:
                 if task.id in was_busy or task.id in self.busy:
@@ -126,6 +155,46 @@ class Worker:
                 self.containers.remove(record.id, force=True)
         return moved
 
+    def _sync_endpoints(
+        self, assigned: list[tuple[Task, Service]], records: dict[Any, Any]
+    ) -> None:
+        """Each service's names and virtual IP on its networks, with the addresses of its
+        running tasks that are wanted running as the backends."""
+        wanted: dict[tuple[str, str], tuple[list[str], str, list[str]]] = {}
+        services = {service.id: service for _, service in assigned if service.spec}
+        for service in services.values():
+            for network, names in service_names(service).items():
+                wanted[(network, service.id)] = (names, endpoint_mode(service), [])
+        for task, service in assigned:
+            if task.state != TaskState.RUNNING or task.desired_state != TaskState.RUNNING:
+                continue
+            record = records.get(task.id)
+            if record is None:
+                continue
+            for network in networks_of(task):
+                entry = wanted.get((network, service.id))
+                ip = _address_on(record, network)
+                if entry is not None and ip:
+                    entry[2].append(ip)
+        for where, (names, mode, backends) in wanted.items():
+            backends.sort()
+            if self.endpoints.get(where) != (names, mode, backends):
+                try:
+                    self.containers.set_service(where[0], where[1], names, mode, backends)
+                    self.endpoints[where] = (names, mode, backends)
+                except Exception as e:
+                    log.warning("worker: service %s on %s: %s", where[1], where[0], e)
+        keep: set[tuple[str, str]] = set()
+        for network, service_id in wanted:
+            try:
+                keep.add((self.containers.network_id(network), service_id))
+            except Exception:
+                continue
+        for network_id, service_id in self.containers.service_keys():
+            if (network_id, service_id) not in keep:
+                self.containers.drop_service(network_id, service_id)
+        self.endpoints = {k: v for k, v in self.endpoints.items() if k in wanted}
+
     def _in_background(self, task: Task, service: Service, record: Any, step: Step) -> None:
         try:
             self._take(task, service, record, step)
@@ -146,9 +215,13 @@ class Worker:
                     create_body(service, task), container_name(service, task)
                 )
                 container_id = made.id
+                for network in networks_of(task)[1:]:
+                    self.containers.connect(container_id, network)
             elif step.action == Action.START:
                 self.containers.start(container_id)
             elif step.action == Action.STOP:
+                if networks_of(task) and step.state == TaskState.SHUTDOWN:
+                    time.sleep(DRAIN)  # out of the balancer already: let requests finish
                 grace = (task.spec.get("ContainerSpec") or {}).get("StopGracePeriod")
                 timeout = -(-grace // 1_000_000_000) if isinstance(grace, int) else None
                 self.containers.stop(container_id, timeout)
@@ -173,6 +246,21 @@ class Worker:
                 started_at=status.started_at or (now if state == TaskState.RUNNING else 0.0),
             ),
         )
+
+
+def _address_on(record: Any, network: str) -> str:
+    """The container's IPv4 address on `network` (by name, or by ID)."""
+    settings = record.networks.get(network)
+    if settings is None:
+        settings = next(
+            (
+                s
+                for s in record.networks.values()
+                if str(s.get("NetworkID", "")).startswith(network)
+            ),
+            None,
+        )
+    return str((settings or {}).get("IPAddress") or "")
 
 
 def _observe(record: Any) -> Observed | None:
@@ -213,3 +301,21 @@ class ServiceContainers:
 
     def all_records(self) -> list[Any]:
         return list(self.containers.records.all())
+
+    def connect(self, ref: str, network: str) -> None:
+        self.containers.connect(ref, self.containers.network.get(network), {})
+
+    def set_service(
+        self, network: str, key: str, names: list[str], mode: str, backends: list[str]
+    ) -> None:
+        self.containers.network.set_service(network, key, names, mode, backends)
+
+    def drop_service(self, network_id: str, key: str) -> None:
+        self.containers.network.drop_service(network_id, key)
+
+    def service_keys(self) -> list[tuple[str, str]]:
+        network = self.containers.network
+        return list(network.service_keys()) if network is not None else []
+
+    def network_id(self, ref: str) -> str:
+        return str(self.containers.network.get(ref).id)

@@ -14,6 +14,12 @@ The table, chain by chain:
   `ip daddr HOST_IP` when the port was published on one address. Prerouting catches
   traffic arriving from outside and from containers; output catches what the node sends
   itself, 127.0.0.1 included. No userland proxy is involved.
+- `services` (jumped to first from prerouting): each service's virtual IP (an address
+  of its network, held on the bridge so the node answers ARP for it) is DNATed to one of
+  its running tasks, picked per new connection by `numgen random mod N map {…}` —
+  kernel load balancing without IPVS, which this kernel lacks. The answer goes back
+  through the node by the hairpin masquerade below, so the client sees the virtual IP.
+  A service with no running task has no rule: the node itself refuses the connection.
 - `postrouting` (nat, priority srcnat), per bridge:
   - loopback: `ip saddr 127.0.0.0/8 oifname BRIDGE masquerade`. A connection to
     127.0.0.1:PORT, once DNATed, leaves through the bridge with source 127.0.0.1, which
@@ -54,7 +60,16 @@ from dataclasses import dataclass
 
 from agent.network.base import NetworkError
 
-__all__ = ["BridgeRules", "NftError", "PortRule", "apply", "check", "remove", "ruleset"]
+__all__ = [
+    "BridgeRules",
+    "NftError",
+    "PortRule",
+    "VipRule",
+    "apply",
+    "check",
+    "remove",
+    "ruleset",
+]
 
 PROTOS = ("tcp", "udp", "sctp")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
@@ -86,6 +101,30 @@ class PortRule:
     container_ip: str
     container_port: int
     bridge: str
+
+
+@dataclass(frozen=True)
+class VipRule:
+    """A service's virtual IP on a bridge network and the task addresses behind it."""
+
+    vip: str  # an IPv4 address of the network, held on its bridge
+    backends: tuple[str, ...]  # the addresses of its running (healthy) tasks
+
+
+def _vip(rule: VipRule) -> str | None:
+    """Kernel load balancing: each new connection (conntrack keeps it there) to a task
+    picked at random; no backends, no rule (the node answers: connection refused)."""
+    try:
+        vip = ipaddress.IPv4Address(rule.vip)
+        backends = [ipaddress.IPv4Address(b) for b in rule.backends]
+    except ValueError as e:
+        raise NftError(f"virtual IP {rule.vip}: {e}") from None
+    if not backends:
+        return None
+    if len(backends) == 1:
+        return f"ip daddr {vip} dnat ip to {backends[0]}"
+    pairs = ", ".join(f"{i} : {b}" for i, b in enumerate(backends))
+    return f"ip daddr {vip} dnat ip to numgen random mod {len(backends)} map {{ {pairs} }}"
 
 
 def _ifname(name: str) -> str:
@@ -137,7 +176,11 @@ def _networks(bridge: BridgeRules) -> list[tuple[str, str]]:
 
 
 def ruleset(
-    bridges: Sequence[BridgeRules], ports: Iterable[PortRule], *, table: str = "orchestr"
+    bridges: Sequence[BridgeRules],
+    ports: Iterable[PortRule],
+    vips: Iterable[VipRule] = (),
+    *,
+    table: str = "orchestr",
 ) -> str:
     """The nft script that makes orchestr's table exactly this (see module docstring)."""
     if not _TABLE.match(table):
@@ -189,6 +232,7 @@ def ruleset(
         lines.append("\t}")
         return lines
 
+    balanced = [line for line in (_vip(v) for v in vips) if line is not None]
     jump = ["fib daddr type local jump published"]
     return "\n".join(
         [
@@ -196,7 +240,12 @@ def ruleset(
             f"delete table inet {table}",
             f"table inet {table} {{",
             *chain("published", None, published),
-            *chain("prerouting", "type nat hook prerouting priority dstnat", jump),
+            *chain("services", None, balanced),
+            *chain(
+                "prerouting",
+                "type nat hook prerouting priority dstnat",
+                ["jump services", *jump],
+            ),
             *chain("output", "type nat hook output priority -100", jump),
             *chain("postrouting", "type nat hook postrouting priority srcnat", postrouting),
             *chain("forward", "type filter hook forward priority filter", forward),

@@ -121,6 +121,18 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class ServiceEndpoint:
+    """A service's names on one network: its virtual IP (endpoint mode vip), the
+    addresses of its running tasks behind it, and the DNS records that say so."""
+
+    names: tuple[str, ...]  # the service's name and aliases
+    mode: str  # vip | dnsrr
+    backends: tuple[str, ...]
+    vip: str | None = None
+    dns_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     """The daemon's networking flags (dockerd's names)."""
 
@@ -167,6 +179,8 @@ class NetworkService:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ports = PortAllocator()
         self.attached: dict[str, Attachment] = {}  # container id -> attachment
+        # (network id, service key) -> its endpoint: set by the node agent's worker
+        self.services: dict[tuple[str, str], ServiceEndpoint] = {}
         self._ruleset: str | None = None  # the nft script last applied
         self._kernel = False  # netlink loaded and the netns directory prepared
         self.resolv_conf = _read("/etc/resolv.conf")
@@ -302,6 +316,12 @@ class NetworkService:
 
     def _bridge_up(self, network: Network) -> None:
         addresses = [f"{network.gateway}/{ipaddress.ip_network(network.subnet or '').prefixlen}"]
+        # Services' virtual IPs live on the bridge: the node answers ARP for them.
+        addresses += sorted(
+            f"{ep.vip}/32"
+            for (network_id, _), ep in self.services.items()
+            if network_id == network.id and ep.vip
+        )
         if network.subnet6 and network.gateway6:
             addresses.append(
                 f"{network.gateway6}/{ipaddress.ip_network(network.subnet6).prefixlen}"
@@ -425,11 +445,90 @@ class NetworkService:
                 links.delete_link(network.bridge)
             self.ipam.release_pool(network.id)
             self.dns_table.remove_network(network.id)
+            for gone in [k for k in self.services if k[0] == network.id]:
+                del self.services[gone]
             self.networks.pop(network.id, None)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.root, f"{network.id}.json"))
             self._apply_rules()
             return network
+
+    # -- services' endpoints ---------------------------------------------------------------
+
+    def set_service(
+        self,
+        network_ref: str,
+        key: str,
+        names: Sequence[str],
+        mode: str,
+        backends: Sequence[str],
+    ) -> str | None:
+        """A service's names on a network, pointing (mode vip) to its virtual IP, made on
+        first use and balanced over `backends` in the kernel, or (dnsrr) to the backends
+        themselves; `tasks.<name>` always gives the backends. Returns the virtual IP."""
+        if mode not in ("vip", "dnsrr"):
+            raise NetworkError(f"endpoint mode {mode!r}: vip or dnsrr")
+        with self.lock:
+            network = self.get(network_ref)
+            if network.driver != "bridge" or not network.subnet:
+                raise NetworkError(f"network {network.name}: services need a bridge network")
+            old = self.services.get((network.id, key))
+            vip = old.vip if old is not None else None
+            if mode == "vip" and vip is None:
+                vip = str(self.ipam.request_address(network.id))
+            elif mode == "dnsrr" and vip is not None:
+                self.ipam.release_address(network.id, vip)
+                vip = None
+            new = ServiceEndpoint(tuple(names), mode, tuple(backends), vip)
+            if old is not None and (old.names, old.mode, old.backends, old.vip) == (
+                new.names,
+                new.mode,
+                new.backends,
+                new.vip,
+            ):
+                return vip
+            new = self._service_dns(network, key, old, new)
+            self.services[(network.id, key)] = new
+            if (old.vip if old else None) != vip:
+                self._bridge_up(network)
+            self._apply_rules()
+            return vip
+
+    def drop_service(self, network_id: str, key: str) -> None:
+        """The service is gone from the network: its names, rules and virtual IP."""
+        with self.lock:
+            old = self.services.pop((network_id, key), None)
+            if old is None:
+                return
+            for dns_key in old.dns_keys:
+                self.dns_table.remove(network_id, dns_key)
+            network = self.networks.get(network_id)
+            if old.vip and network is not None:
+                with contextlib.suppress(Exception):
+                    self.ipam.release_address(network_id, old.vip)
+                with contextlib.suppress(NetworkError):
+                    self._bridge_up(network)
+            self._apply_rules()
+
+    def service_keys(self) -> list[tuple[str, str]]:
+        with self.lock:
+            return list(self.services)
+
+    def _service_dns(
+        self, network: Network, key: str, old: ServiceEndpoint | None, new: ServiceEndpoint
+    ) -> ServiceEndpoint:
+        for dns_key in old.dns_keys if old else ():
+            self.dns_table.remove(network.id, dns_key)
+        keys = []
+        task_names = [f"tasks.{n}" for n in new.names]
+        if new.vip is not None:
+            keys.append(f"service:{key}")
+            self.dns_table.add(network.id, keys[-1], new.names, new.vip, None)
+        for ip in new.backends:
+            keys.append(f"service:{key}:{ip}")
+            names = task_names if new.vip is not None else [*new.names, *task_names]
+            self.dns_table.add(network.id, keys[-1], names, ip, None)
+        return ServiceEndpoint(new.names, new.mode, new.backends, new.vip, tuple(keys))
 
     # -- containers ------------------------------------------------------------------------
 
@@ -783,7 +882,12 @@ class NetworkService:
                 )
                 for m in att.ports
             )
-        script = nft.ruleset(bridges, rules) if bridges else None
+        vips = [
+            nft.VipRule(ep.vip, ep.backends)
+            for (network_id, _), ep in sorted(self.services.items())
+            if ep.vip and network_id in self.networks
+        ]
+        script = nft.ruleset(bridges, rules, vips) if bridges else None
         if script == self._ruleset:
             return
         if script is None:

@@ -640,8 +640,15 @@ def test_inspect_and_remove_answer_404_for_unknown_networks() -> None:
     with pytest.raises(HttpError) as raised:
         call(a, "GET", "/networks/nope", FakeRequest())
     assert (raised.value.status, raised.value.message) == (404, "network nope not found")
-    assert status_of(a, "GET", "/networks/net01", FakeRequest(scope="swarm")) == 404
+    assert status_of(a, "GET", "/networks/net01", FakeRequest(scope="global")) == 404
     assert status_of(a, "DELETE", "/networks/nope", FakeRequest()) == 404
+
+
+def test_user_bridge_networks_serve_services_on_a_cluster_of_one() -> None:
+    """The docker CLI checks `service create --network N` with scope=swarm."""
+    a = api()
+    assert status_of(a, "GET", "/networks/net01", FakeRequest(scope="swarm")) == 200
+    assert status_of(a, "GET", "/networks/bridge", FakeRequest(scope="swarm")) == 404
 
 
 def test_remove_is_204_and_403_for_predefined_or_used_networks() -> None:

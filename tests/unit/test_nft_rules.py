@@ -42,6 +42,7 @@ def test_published_ports_dnat_for_local_destinations() -> None:
     script = ruleset([T1], [WEB, PortRule("127.0.0.1", 5353, "udp", "10.231.1.2", 53, "br-t1")])
     assert chain(script, "prerouting") == [
         "type nat hook prerouting priority dstnat; policy accept;",
+        "jump services",
         "fib daddr type local jump published",
     ]
     assert chain(script, "output") == [
@@ -133,9 +134,24 @@ def test_internal_bridge() -> None:
     ]
 
 
+def test_service_vips_balance_over_their_tasks() -> None:
+    vips = [
+        nft.VipRule("10.231.1.200", ("10.231.1.2", "10.231.1.3", "10.231.1.4")),
+        nft.VipRule("10.231.1.201", ("10.231.1.9",)),
+        nft.VipRule("10.231.1.202", ()),  # no task running: the node refuses
+    ]
+    assert chain(ruleset([T1], [], vips), "services") == [
+        "ip daddr 10.231.1.200 dnat ip to numgen random mod 3 map"
+        " { 0 : 10.231.1.2, 1 : 10.231.1.3, 2 : 10.231.1.4 }",
+        "ip daddr 10.231.1.201 dnat ip to 10.231.1.9",
+    ]
+    with pytest.raises(NftError, match="virtual IP nope"):
+        ruleset([T1], [], [nft.VipRule("nope", ())])
+
+
 def test_empty_ruleset_still_has_every_chain() -> None:
     script = ruleset([], [])
-    for name in ("published", "prerouting", "output", "postrouting", "forward"):
+    for name in ("published", "services", "prerouting", "output", "postrouting", "forward"):
         assert chain(script, name) is not None
     assert chain(script, "published") == []
 

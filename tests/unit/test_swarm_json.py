@@ -151,7 +151,10 @@ def test_a_tasks_container_body_is_one_the_daemon_takes() -> None:
     assert body["Labels"]["tier"] == "front"
     assert body["HostConfig"]["ExtraHosts"] == ["db:10.0.0.5", "db.local:10.0.0.5"]
     assert body["HostConfig"]["RestartPolicy"] == {"Name": "no"}
-    assert body["NetworkingConfig"]["EndpointsConfig"] == {"shop_default": {"Aliases": ["web"]}}
+    # The first network at create (the others are connected before start); the
+    # service's names belong to its endpoint (the VIP), not to the container.
+    assert body["HostConfig"]["NetworkMode"] == "shop_default"
+    assert body["NetworkingConfig"]["EndpointsConfig"] == {"shop_default": {}}
     # The daemon's own parser of create bodies reads it as meant.
     parsed = parse_create(body)
     assert (parsed.image, parsed.working_dir, parsed.user) == ("busybox:latest", "/srv", "nobody")
