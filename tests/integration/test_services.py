@@ -4,14 +4,16 @@ scale, a rolling update with the CLI's own progress view, rollback, removal."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, start_daemon
 from tests.integration.test_daemon_images import docker_cli
-from tests.integration.test_daemon_networks import net
+from tests.integration.test_daemon_networks import host_of, net
 
 __all__ = ["net"]  # the fixture, imported for this module's tests
 
@@ -134,3 +136,92 @@ def test_bad_service_requests_get_clear_errors(net: Daemon) -> None:
     missing = docker_cli(d, "service", "inspect", "nope", check=False)
     assert missing.returncode != 0 and "no such service: nope" in missing.stderr.lower()
     docker_cli(d, "service", "rm", "one")
+
+
+def update_state(d: Daemon, service: str) -> str:
+    doc = json.loads(docker_cli(d, "service", "inspect", service).stdout)[0]
+    return str((doc.get("UpdateStatus") or {}).get("State", ""))
+
+
+def test_a_broken_update_rolls_back_or_pauses(net: Daemon) -> None:
+    """New tasks that never turn healthy: with failure_action rollback the old spec comes
+    back and keeps serving; with pause the update stops after its first batch."""
+    d = net
+    health = 'test "$BROKEN" != 1'
+    for name, action in (("rb", "rollback"), ("ps", "pause")):
+        docker_cli(
+            d, "service", "create", "--detach", "--name", name, "--replicas", "3", "--init",
+            "--stop-grace-period", "1s", "--health-cmd", health, "--health-interval", "500ms",
+            "--health-retries", "2", "--update-parallelism", "1", "--update-monitor", "2s",
+            "--update-failure-action", action, "busybox:latest", "sleep", "600",
+        )  # fmt: skip
+    until("both services up", lambda: replicas(d, "rb") == "3/3" and replicas(d, "ps") == "3/3")
+    before = {name: sorted(t["ID"] for t in tasks(d, name)) for name in ("rb", "ps")}
+    for name in ("rb", "ps"):
+        docker_cli(d, "service", "update", "--detach", "--env-add", "BROKEN=1", name)
+
+    until("the rollback", lambda: update_state(d, "rb") == "rollback_completed", timeout=60)
+    doc = json.loads(docker_cli(d, "service", "inspect", "rb").stdout)[0]
+    assert (
+        "update rolled back due to failure or early termination of task"
+        in (doc["UpdateStatus"]["Message"])
+    )
+    assert "BROKEN=1" not in (doc["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env") or [])
+    assert replicas(d, "rb") == "3/3"
+    serving = sorted(t["ID"] for t in tasks(d, "rb") if t["DesiredState"] == "Running")
+    assert len(set(serving) & set(before["rb"])) == 2  # the untouched tasks kept running
+
+    until("the pause", lambda: update_state(d, "ps") == "paused", timeout=60)
+    time.sleep(2)  # paused: no further batch
+    broken = [t for t in tasks(d, "ps") if t["ID"] not in before["ps"]]
+    assert {t["Name"] for t in broken} == {"ps.1"}  # the first batch's slot only
+    old_running = [
+        t for t in tasks(d, "ps") if t["ID"] in before["ps"] and t["DesiredState"] == "Running"
+    ]
+    assert len(old_running) == 2
+    docker_cli(d, "service", "rm", "rb", "ps")
+    until(
+        "the containers gone",
+        lambda: (
+            docker_cli(
+                d, "ps", "-aq", "--filter", "label=com.docker.swarm.service.id"
+            ).stdout.strip()
+            == ""
+        ),
+    )
+
+
+def test_a_daemon_killed_mid_update_finishes_it_after_a_restart(
+    net: Daemon, state_dir: Path
+) -> None:
+    """kill -9 of the daemon while a rolling update is under way: the next daemon
+    carries it on from the store, with no task duplicated or lost."""
+    d = net
+    docker_cli(d, "tag", "busybox:latest", "busybox:v2")
+    docker_cli(
+        d, "service", "create", "--detach", "--name", "roll", "--replicas", "4", "--init",
+        "--stop-grace-period", "1s", "--update-parallelism", "1", "--update-delay", "1s",
+        "--update-monitor", "1s", "busybox:latest", "sleep", "600",
+    )  # fmt: skip
+    until("4 tasks", lambda: replicas(d, "roll") == "4/4")
+    docker_cli(d, "service", "update", "--detach", "--image", "busybox:v2", "roll")
+    until("one task updated", lambda: len(running(d, "roll", "busybox:v2")) >= 1)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    with start_daemon(state_dir, d.socket, host=host_of(d), args=["--dns", "127.0.0.1"]) as again:
+        until("the update completed", lambda: update_state(again, "roll") == "completed", 90)
+        wanted = [t for t in tasks(again, "roll") if t["DesiredState"] == "Running"]
+        assert sorted(t["Name"] for t in wanted) == ["roll.1", "roll.2", "roll.3", "roll.4"]
+        assert {t["Image"] for t in wanted} == {"busybox:v2"}
+        until("4 containers on v2", lambda: len(running(again, "roll", "busybox:v2")) == 4)
+        assert len(running(again, "roll")) == 4
+        docker_cli(again, "service", "rm", "roll")
+        until(
+            "the containers gone",
+            lambda: (
+                docker_cli(
+                    again, "ps", "-aq", "--filter", "label=com.docker.swarm.service.id"
+                ).stdout.strip()
+                == ""
+            ),
+        )
