@@ -118,6 +118,10 @@ class Worker:
 
     def sync(self) -> bool:
         """One round over this node's tasks; whether any task moved."""
+        # Busy before the reads: a task whose action ends after they were made is seen
+        # stale in this round, and must wait for the next (its end wakes one).
+        with self.lock:
+            was_busy = set(self.busy)
         records = {
             r.body.get("Labels", {}).get(LABEL_TASK_ID): r
             for r in self.containers.all_records()
@@ -129,22 +133,26 @@ class Worker:
         # The load balancer first: a task wanted stopped leaves it (and DNS) before the
         # stop below; a task joins it once running (healthy, if it has a health check).
         self._sync_endpoints(assigned, records)
-        # Busy before the read: a task whose action ends after it was read is seen
-        # stale in this round, and must wait for the next (its end wakes one).
-        with self.lock:
-            was_busy = set(self.busy)
         for task, service in assigned:
             known.add(task.id)
             with self.lock:
                 if task.id in was_busy or task.id in self.busy:
                     continue
             record = records.get(task.id)
-            step = next_step(task, _observe(record))
-            if step.idle:
-                continue
-            if step.action == Action.NONE:
-                self._take(task, service, record, step)
+            seen = _observe(record)
+            # Steps that need no action are taken at once, and reported as one.
+            step = next_step(task, seen)
+            passed: Step | None = None
+            while step.action == Action.NONE and step.state is not None:
+                passed = step
+                task = _in_state(task, step.state)
+                if step.state.terminal:
+                    break
+                step = next_step(task, seen)
+            if passed is not None:
+                self._take(task, service, record, passed)
                 moved = True
+            if step.action == Action.NONE:
                 continue
             with self.lock:
                 self.busy.add(task.id)
@@ -217,6 +225,9 @@ class Worker:
                 container_id = made.id
                 for network in networks_of(task)[1:]:
                     self.containers.connect(container_id, network)
+                if task.desired_state == TaskState.RUNNING:  # and start it, in one go
+                    self.containers.start(container_id)
+                    state, message = TaskState.STARTING, "starting"
             elif step.action == Action.START:
                 self.containers.start(container_id)
             elif step.action == Action.STOP:
@@ -246,6 +257,10 @@ class Worker:
                 started_at=status.started_at or (now if state == TaskState.RUNNING else 0.0),
             ),
         )
+
+
+def _in_state(task: Task, state: TaskState) -> Task:
+    return task.model_copy(update={"status": task.status.model_copy(update={"state": state})})
 
 
 def _address_on(record: Any, network: str) -> str:

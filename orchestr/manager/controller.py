@@ -23,6 +23,8 @@ from orchestr.state.errors import Closed, Compacted
 log = logging.getLogger("orchestr.manager")
 
 MAX_SLEEP = 5.0  # a round at least this often, whatever happens
+SETTLE = 0.005  # a change this close behind the last one joins its round
+BURST = 0.05  # but a round waits no longer than this for a burst to end
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
@@ -55,8 +57,11 @@ class Controller:
                     timeout = max(0.0, min(MAX_SLEEP, wake_at - self.clock()))
                 try:
                     if watch.get(timeout) is not None:
-                        while watch.get(0) is not None:
-                            pass  # one round covers them all
+                        # One round covers a burst: wait for the writes that come close
+                        # behind (a node reporting several tasks) before reading.
+                        settle = self.clock() + BURST
+                        while watch.get(SETTLE) is not None and self.clock() < settle:
+                            pass
                 except Compacted:
                     watch.close()
                     watch = self.store.watch("", 0)

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from orchestr.api.swarm import Node, Service, Task
 from orchestr.manager.decide import Snapshot
-from orchestr.state.base import Compare, Delete, Get, GetResponse, Op, Put, Store
+from orchestr.state.base import Compare, Delete, Op, Put, Store
 
 SERVICES, TASKS, NODES = "services/", "tasks/", "nodes/"
 
@@ -46,27 +46,39 @@ def encode(obj: BaseModel) -> bytes:
 class Repo:
     def __init__(self, store: Store) -> None:
         self.store = store
+        # key -> (mod_revision, object): a key is parsed again only when it changed
+        self._parsed: dict[str, tuple[int, BaseModel]] = {}
 
     def snapshot(self) -> Read:
-        result = self.store.txn(
-            [], [Get(SERVICES, prefix=True), Get(TASKS, prefix=True), Get(NODES, prefix=True)], []
-        )
+        """Every service, task and node at one revision (one read of the store)."""
+        kvs, revision = self.store.range("")
         mod: dict[str, int] = {}
-        found: list[list[bytes]] = []
-        for response in result.responses:
-            assert isinstance(response, GetResponse)
-            found.append([kv.value for kv in response.kvs])
-            mod.update((kv.key, kv.mod_revision) for kv in response.kvs)
-        services = [Service.model_validate_json(v) for v in found[0]]
-        tasks = [Task.model_validate_json(v) for v in found[1]]
-        nodes = [Node.model_validate_json(v) for v in found[2]]
-        return Read(
-            services={s.id: s for s in services},
-            tasks={t.id: t for t in tasks},
-            nodes={n.id: n for n in nodes},
-            revision=result.revision,
-            mod=mod,
-        )
+        services: dict[str, Service] = {}
+        tasks: dict[str, Task] = {}
+        nodes: dict[str, Node] = {}
+        parsed: dict[str, tuple[int, BaseModel]] = {}
+        for kv in kvs:
+            if not kv.key.startswith((TASKS, SERVICES, NODES)):
+                continue
+            cached = self._parsed.get(kv.key)
+            if cached is not None and cached[0] == kv.mod_revision:
+                obj = cached[1]
+            elif kv.key.startswith(TASKS):
+                obj = Task.model_validate_json(kv.value)
+            elif kv.key.startswith(SERVICES):
+                obj = Service.model_validate_json(kv.value)
+            else:
+                obj = Node.model_validate_json(kv.value)
+            parsed[kv.key] = (kv.mod_revision, obj)
+            mod[kv.key] = kv.mod_revision
+            if isinstance(obj, Task):
+                tasks[obj.id] = obj
+            elif isinstance(obj, Service):
+                services[obj.id] = obj
+            elif isinstance(obj, Node):
+                nodes[obj.id] = obj
+        self._parsed = parsed
+        return Read(services=services, tasks=tasks, nodes=nodes, revision=revision, mod=mod)
 
     def commit(
         self,
