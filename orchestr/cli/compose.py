@@ -313,6 +313,12 @@ def _scale(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--no-deps", is_flag=True, help="Do not start the services' dependencies.")
 @click.option("--scale", multiple=True, metavar="SERVICE=NUM")
 @click.option("-t", "--timeout", type=int, help="Stop timeout (seconds) when recreating.")
+@click.option(
+    "--services",
+    "as_services",
+    is_flag=True,
+    help="Deploy as services on the control plane (deploy: honoured), as `stack deploy`.",
+)
 @click.argument("services", nargs=-1)
 @click.pass_context
 def up(
@@ -329,12 +335,32 @@ def up(
     no_deps: bool,
     scale: tuple[str, ...],
     timeout: int | None,
+    as_services: bool,
     services: tuple[str, ...],
     **kwargs: Any,
 ) -> None:
-    """Create and start the stack's services (as `docker compose up`)."""
+    """Create and start the stack's services (as `docker compose up`).
+
+    With --services the stack runs as services and tasks on the daemon's control plane,
+    as `orchestr stack deploy` does: replicas, update and rollback policies, placement and
+    restart policies of `deploy:` are honoured, and a second `up --services` rolls the
+    changed services forward. It returns once every service has converged."""
     if force_recreate and no_recreate:
         raise click.UsageError("--force-recreate and --no-recreate cannot be combined")
+    if as_services:
+        if services or scale or build_ or no_deps or force_recreate or no_recreate:
+            raise click.UsageError(
+                "--services deploys the whole stack: SERVICE, --scale, --build, --no-deps,"
+                " --force-recreate and --no-recreate do not apply"
+            )
+        from orchestr.cli.stack import deploy_project, wait_converged
+
+        project = load(ctx, kwargs)
+        with client_of(ctx, timeout=None) as client:
+            names = deploy_project(client, project, prune=remove_orphans)
+            if not detach or wait:
+                wait_converged(client, names, wait_timeout)
+        return
     project = load(ctx, kwargs, services)
     options = UpOptions(
         services=list(services),
@@ -389,8 +415,13 @@ def down(
     timeout: int | None,
     **kwargs: Any,
 ) -> None:
-    """Stop and remove the stack's containers and networks (as `docker compose down`)."""
+    """Stop and remove the stack's containers and networks (as `docker compose down`);
+    a stack deployed as services (`up --services`) loses its services too."""
+    from orchestr.cli.stack import remove_stack
+
     project = _project_or_name(ctx, kwargs)
+    with client_of(ctx, timeout=None) as client:
+        remove_stack(client, project.name)
     with client_of(ctx, timeout=None) as client, ProgressReport("Running") as report:
         Engine(client, project, report).down(
             volumes=volumes, remove_orphans=remove_orphans or not project.services,

@@ -54,9 +54,6 @@ def stack() -> None:
 @click.pass_context
 def deploy(ctx: click.Context, files: tuple[str, ...], prune: bool, name: str) -> None:
     """Deploy a stack: its networks and services, created or updated."""
-    import os
-
-    from orchestr.compose import deploy as convert
     from orchestr.stack.loader import LoadOptions, load_project
 
     project = load_project(
@@ -66,54 +63,122 @@ def deploy(ctx: click.Context, files: tuple[str, ...], prune: bool, name: str) -
             warn=lambda m: click.echo(f"warning: {m}", err=True),
         )
     )
+    with client_of(ctx) as client:
+        deploy_project(client, project, prune=prune)
+
+
+def deploy_project(client: Any, project: Any, *, prune: bool = False) -> list[str]:
+    """Create or update the stack's networks and services; the services' names."""
+    import os
+
+    from orchestr.compose import deploy as convert
+
+    name = project.name
     specs = convert.stack_specs(project, environ=dict(os.environ))
     for line in specs.warnings:
         click.echo(line, err=True)
     if specs.secrets or specs.configs:
         raise OrchestrError("stack deploy: secrets and configs of services are not supported yet")
-    with client_of(ctx) as client:
-        for network in specs.external_networks:
-            try:
-                client.json("GET", f"/networks/{_q(network)}")
-            except OrchestrError as e:
-                if _missing(e):
-                    raise OrchestrError(
-                        f"network {network} is declared as external, but could not be found"
-                    ) from None
+    for network in specs.external_networks:
+        try:
+            client.json("GET", f"/networks/{_q(network)}")
+        except OrchestrError as e:
+            if _missing(e):
+                raise OrchestrError(
+                    f"network {network} is declared as external, but could not be found"
+                ) from None
+            raise
+    for body in specs.networks:
+        try:
+            client.json("GET", f"/networks/{_q(body['Name'])}")
+            continue
+        except OrchestrError as e:
+            if not _missing(e):
                 raise
-        for body in specs.networks:
-            try:
-                client.json("GET", f"/networks/{_q(body['Name'])}")
-                continue
-            except OrchestrError as e:
-                if not _missing(e):
-                    raise
-            click.echo(f"Creating network {body['Name']}")
-            client.json("POST", "/networks/create", json=_local_network(body))
-        deployed = set()
-        for spec in specs.services:
-            spec = _with_dependencies(spec, specs.dependencies.get(spec["Name"], {}))
-            deployed.add(spec["Name"])
-            try:
-                current = client.json("GET", f"/services/{_q(spec['Name'])}")
-            except OrchestrError as e:
-                if not _missing(e):
-                    raise
-                click.echo(f"Creating service {spec['Name']}")
-                client.json("POST", "/services/create", json=spec)
-                continue
-            click.echo(f"Updating service {spec['Name']} (id: {current['ID']})")
-            client.json(
-                "POST",
-                f"/services/{current['ID']}/update",
-                params={"version": current["Version"]["Index"]},
-                json=spec,
-            )
-        if prune:
-            for service in _stack_services(client, name):
-                if service["Spec"]["Name"] not in deployed:
-                    click.echo(f"Removing service {service['Spec']['Name']}")
-                    client.json("DELETE", f"/services/{service['ID']}")
+        click.echo(f"Creating network {body['Name']}")
+        client.json("POST", "/networks/create", json=_local_network(body))
+    deployed = []
+    for spec in specs.services:
+        spec = _with_dependencies(spec, specs.dependencies.get(spec["Name"], {}))
+        deployed.append(spec["Name"])
+        try:
+            current = client.json("GET", f"/services/{_q(spec['Name'])}")
+        except OrchestrError as e:
+            if not _missing(e):
+                raise
+            click.echo(f"Creating service {spec['Name']}")
+            client.json("POST", "/services/create", json=spec)
+            continue
+        click.echo(f"Updating service {spec['Name']} (id: {current['ID']})")
+        client.json(
+            "POST",
+            f"/services/{current['ID']}/update",
+            params={"version": current["Version"]["Index"]},
+            json=spec,
+        )
+    if prune:
+        for service in _stack_services(client, name):
+            if service["Spec"]["Name"] not in deployed:
+                click.echo(f"Removing service {service['Spec']['Name']}")
+                client.json("DELETE", f"/services/{service['ID']}")
+    return deployed
+
+
+def wait_converged(client: Any, names: list[str], timeout: float = 0) -> None:
+    """Until every service runs as many tasks as it wants (a one-shot job: until it has
+    completed) and no update is under way; an update that paused or rolled back fails."""
+    start = time.monotonic()
+    while True:
+        pending = []
+        listed = client.json("GET", "/services", params={"status": "true"}) or []
+        by_name = {str(s["Spec"]["Name"]): s for s in listed}
+        for name in names:
+            found = by_name.get(name)
+            if found is None:
+                raise OrchestrError(f"service {name} is gone")
+            status = found.get("ServiceStatus") or {}
+            update = (found.get("UpdateStatus") or {}).get("State", "")
+            if update in ("paused", "rollback_paused", "rollback_completed"):
+                raise OrchestrError(
+                    f"service {name}: update {update}: {found['UpdateStatus'].get('Message', '')}"
+                )
+            running, desired = status.get("RunningTasks", 0), status.get("DesiredTasks", 0)
+            if running < desired and not _completed(client, found):
+                pending.append(f"{name} {running}/{desired}")
+            elif update in ("updating", "rollback_started"):
+                pending.append(f"{name} {update}")
+        if not pending:
+            return
+        if timeout and time.monotonic() - start > timeout:
+            raise OrchestrError(f"not converged after {timeout:g} s: {', '.join(pending)}")
+        time.sleep(0.2)
+
+
+def _completed(client: Any, service: dict[str, Any]) -> bool:
+    """A one-shot job (restart condition none or on-failure) whose tasks completed."""
+    condition = (service["Spec"]["TaskTemplate"].get("RestartPolicy") or {}).get("Condition")
+    if condition == "any":
+        return False
+    tasks = client.json(
+        "GET",
+        "/tasks",
+        params={"filters": json.dumps({"service": [service["ID"]], "desired-state": ["running"]})},
+    )
+    return bool(tasks) and all(t["Status"]["State"] == "complete" for t in tasks)
+
+
+def remove_stack(client: Any, name: str) -> bool:
+    """Remove a stack's services, then its networks; whether there was anything."""
+    services = _stack_services(client, name)
+    networks = client.json(
+        "GET", "/networks", params={"filters": json.dumps({"label": [f"{NAMESPACE}={name}"]})}
+    )
+    for s in services:
+        click.echo(f"Removing service {s['Spec']['Name']}")
+        client.json("DELETE", f"/services/{s['ID']}")
+    for n in networks or []:
+        _remove_network(client, n["Name"])
+    return bool(services or networks)
 
 
 def _local_network(body: dict[str, Any]) -> dict[str, Any]:
@@ -176,19 +241,8 @@ def stack_rm(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Remove stacks: their services and networks."""
     with client_of(ctx) as client:
         for name in names:
-            services = _stack_services(client, name)
-            networks = client.json(
-                "GET",
-                "/networks",
-                params={"filters": json.dumps({"label": [f"{NAMESPACE}={name}"]})},
-            )
-            if not services and not networks:
+            if not remove_stack(client, name):
                 raise OrchestrError(f"nothing found in stack: {name}")
-            for s in services:
-                click.echo(f"Removing service {s['Spec']['Name']}")
-                client.json("DELETE", f"/services/{s['ID']}")
-            for n in networks or []:
-                _remove_network(client, n["Name"])
 
 
 def _remove_network(client: Any, name: str, timeout: float = 60) -> None:

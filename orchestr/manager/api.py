@@ -53,6 +53,31 @@ TASK_FILTERS = frozenset({"id", "name", "service", "node", "desired-state", "lab
 NODE_FILTERS = frozenset({"id", "name", "role", "membership", "label", "node.label"})
 
 
+NOT_YET = (
+    ("GET", "/services/{id}/logs"),
+    ("GET", "/tasks/{id}/logs"),
+    ("POST", "/nodes/{id}/update"),
+    ("DELETE", "/nodes/{id}"),
+    ("GET", "/swarm"),
+    ("POST", "/swarm/init"),
+    ("POST", "/swarm/join"),
+    ("POST", "/swarm/leave"),
+    ("POST", "/swarm/update"),
+    ("GET", "/swarm/unlockkey"),
+    ("POST", "/swarm/unlock"),
+    ("GET", "/secrets"),
+    ("POST", "/secrets/create"),
+    ("GET", "/secrets/{id}"),
+    ("POST", "/secrets/{id}/update"),
+    ("DELETE", "/secrets/{id}"),
+    ("GET", "/configs"),
+    ("POST", "/configs/create"),
+    ("GET", "/configs/{id}"),
+    ("POST", "/configs/{id}/update"),
+    ("DELETE", "/configs/{id}"),
+)
+
+
 class NotFound(LookupError):
     pass
 
@@ -121,9 +146,15 @@ class ServicesApi:
         r.route("GET", "/tasks/{id}")(self.inspect_task)
         r.route("GET", "/nodes")(self.list_nodes)
         r.route("GET", "/nodes/{id}")(self.inspect_node)
+        # Swarm's other endpoints: a clear answer, not a 404 that looks like a typo.
+        for method, path in NOT_YET:
+            r.route(method, path)(self.not_yet)
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await off_loop(_STATUSES, fn, *args)
+
+    async def not_yet(self, request: Request) -> Response:
+        raise HttpError(501, f"{request.method} {request.path}: not supported yet")
 
     # -- services ----------------------------------------------------------------------
 

@@ -133,6 +133,9 @@ def test_bad_service_requests_get_clear_errors(net: Daemon) -> None:
         d, "service", "create", "--detach", "-p", "8080:80", "busybox:latest", check=False
     )
     assert ports.returncode != 0 and "not supported yet" in ports.stderr
+    for args in (("service", "logs", "one"), ("secret", "ls")):
+        unbuilt = docker_cli(d, *args, check=False)
+        assert unbuilt.returncode != 0 and "not supported yet" in unbuilt.stderr, args
     missing = docker_cli(d, "service", "inspect", "nope", check=False)
     assert missing.returncode != 0 and "no such service: nope" in missing.stderr.lower()
     docker_cli(d, "service", "rm", "one")
@@ -225,3 +228,22 @@ def test_a_daemon_killed_mid_update_finishes_it_after_a_restart(
                 == ""
             ),
         )
+
+
+def test_a_global_service_runs_once_on_the_node(net: Daemon) -> None:
+    d = net
+    docker_cli(
+        d, "service", "create", "--detach", "--name", "agent", "--mode", "global", "--init",
+        "--stop-grace-period", "1s", "busybox:latest", "sleep", "600",
+    )  # fmt: skip
+    until("its task", lambda: replicas(d, "agent") == "1/1")
+    nodes = docker_cli(
+        d, "node", "ls", "--format", "{{.ID}} {{.Status}} {{.Availability}} {{.ManagerStatus}}"
+    ).stdout.split()
+    assert nodes[1:] == ["Ready", "Active", "Leader"]
+    [task] = tasks(d, "agent")
+    node_id = docker_cli(d, "node", "ls", "-q").stdout.strip()
+    assert task["Name"] == f"agent.{node_id}"  # a global task is named by its node
+    assert len(running(d, "agent")) == 1
+    docker_cli(d, "service", "rm", "agent")
+    until("its container gone", lambda: running(d, "agent") == [])

@@ -114,3 +114,28 @@ def test_a_stack_deploys_in_dependency_order_updates_and_goes(net: Daemon) -> No
     )
     assert docker_cli(d, "service", "ls", "-q").stdout.strip() == ""
     assert "shop_default" not in docker_cli(d, "network", "ls").stdout
+
+
+def test_up_with_services_deploys_the_stack_and_down_removes_it(net: Daemon) -> None:
+    """`orchestr up --services` is `stack deploy` under the project's name, returning once
+    the services have converged (the one-shot job completed); `down` removes them."""
+    d = net
+    up = orchestr(d, "up", "--services", "-f", str(STACK), "-p", "shop2")
+    assert "Creating service shop2_api" in up.stdout
+    assert replicas(d, "shop2_api") == "3/3" and replicas(d, "shop2_web") == "2/2"
+    [job] = tasks(d, "shop2_migrate")
+    assert job["CurrentState"].startswith("Complete")
+    again = orchestr(d, "up", "--services", "-d", "-f", str(STACK), "-p", "shop2")
+    assert "Updating service shop2_api" in again.stdout
+    orchestr(d, "down", "-f", str(STACK), "-p", "shop2")
+    until(
+        "the stack gone",
+        lambda: (
+            docker_cli(
+                d, "ps", "-aq", "--filter", "label=com.docker.stack.namespace=shop2"
+            ).stdout.strip()
+            == ""
+        ),
+    )
+    assert docker_cli(d, "service", "ls", "-q").stdout.strip() == ""
+    assert "shop2_default" not in docker_cli(d, "network", "ls").stdout
