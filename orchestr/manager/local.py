@@ -141,14 +141,26 @@ class Cluster:
             thread.join(15)
 
 
+RESTART_DELAY = 1.0  # a control loop that failed runs again after this
+
+
 def _logged(target: Loop) -> Loop:
+    """Run a control loop until the cluster stops; one that fails (a bug, a store error)
+    is logged and started again, so the control plane never stops quietly."""
+
     def run(stop: threading.Event) -> None:
-        try:
-            target(stop)
-        except StoreError as e:
-            if not stop.is_set():
-                log.error("cluster: %s", e)
-        except Exception:
-            log.exception("cluster: a control loop died")
+        while not stop.is_set():
+            try:
+                target(stop)
+                return
+            except Closed:
+                return  # the store closed: the cluster is stopping
+            except StoreError as e:
+                if stop.is_set():
+                    return
+                log.error("cluster: %s; the loop starts again", e)
+            except Exception:
+                log.exception("cluster: a control loop failed; it starts again")
+            stop.wait(RESTART_DELAY)
 
     return run
