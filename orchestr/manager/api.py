@@ -42,7 +42,7 @@ from orchestr.api.swarm import (
 from orchestr.api.swarm_json import node_json, service_json, task_json
 from orchestr.compose.deploy import with_defaults
 from orchestr.manager.controller import new_object_id
-from orchestr.manager.repo import NODES, SERVICES, Read, Repo, encode
+from orchestr.manager.repo import NODES, SERVICES, TASKS, Read, Repo, encode
 from orchestr.scheduler.filters import ConstraintError, parse_constraint
 from orchestr.state.base import Compare, Delete, Put
 
@@ -297,7 +297,7 @@ class ServicesApi:
                 service is None or task.digest != spec_digest(service.template)
             ):
                 continue
-            out.append(task_json(task, read.mod_of("tasks/" + task.id), service))
+            out.append(task_json(task, read.mod_of(TASKS + task.id), service))
         return json_response(out)
 
     async def inspect_task(self, request: Request) -> Response:
@@ -309,7 +309,7 @@ class ServicesApi:
             raise HttpError(404, f"task {ref} not found")
         task = (exact or matches)[0]
         service = read.services.get(task.service_id)
-        return json_response(task_json(task, read.mod_of("tasks/" + task.id), service))
+        return json_response(task_json(task, read.mod_of(TASKS + task.id), service))
 
     # -- nodes -------------------------------------------------------------------------
 

@@ -45,7 +45,6 @@ class Controller:
         self.repo = Repo(store)
         self.clock = clock
         self.new_id = new_id
-        self.rounds = 0
 
     def run(self, stop: threading.Event) -> None:
         watch = self.store.watch("", 0)
@@ -75,7 +74,6 @@ class Controller:
         while True:
             read = self.repo.snapshot()
             changes = decide(read, self.clock(), self.new_id)
-            self.rounds += 1
             if not changes:
                 return changes.wake_at
             for note in changes.notes:

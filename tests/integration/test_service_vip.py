@@ -5,13 +5,13 @@ without a pause sees no failed request while the service rolls start-first."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import Daemon
 from tests.integration.test_daemon_images import docker_cli
 from tests.integration.test_daemon_networks import net
+from tests.integration.test_services import replicas, until
 
 __all__ = ["net"]  # the fixture, imported for this module's tests
 
@@ -22,19 +22,6 @@ pytestmark = [pytest.mark.root, pytest.mark.netns]
 SERVE = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"
 ASK = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} 80"
 HEALTH = f"{ASK.format(host='127.0.0.1')} | grep -q '200 OK'"
-
-
-def until(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
-def replicas(d: Daemon, name: str) -> str:
-    return docker_cli(
-        d, "service", "ls", "--filter", f"name={name}", "--format", "{{.Replicas}}"
-    ).stdout.strip()
 
 
 def in_client(d: Daemon, script: str) -> str:

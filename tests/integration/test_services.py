@@ -20,7 +20,7 @@ __all__ = ["net"]  # the fixture, imported for this module's tests
 pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 
-def until(what: str, check: Callable[[], bool], timeout: float = 30) -> None:
+def until(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -45,6 +45,7 @@ def replicas(d: Daemon, service: str = "web") -> str:
 
 
 def tasks(d: Daemon, service: str) -> list[dict[str, str]]:
+    """`docker service ps` of the service, one JSON object per task."""
     out = docker_cli(d, "service", "ps", service, "--no-trunc", "--format", "{{json .}}").stdout
     return [json.loads(line) for line in out.splitlines()]
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from tests.conftest import Daemon
 from tests.integration.test_daemon_images import docker_cli
 from tests.integration.test_daemon_networks import host_of, net
+from tests.integration.test_services import replicas, tasks, until
 
 __all__ = ["net"]  # the fixture, imported for this module's tests
 
@@ -32,26 +31,8 @@ def orchestr(d: Daemon, *args: str, check: bool = True) -> subprocess.CompletedP
     return done
 
 
-def until(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def service(d: Daemon, name: str) -> dict[str, object]:
     return json.loads(docker_cli(d, "service", "inspect", name).stdout)[0]  # type: ignore[no-any-return]
-
-
-def tasks(d: Daemon, name: str) -> list[dict[str, object]]:
-    out = docker_cli(d, "service", "ps", name, "--no-trunc", "--format", "{{json .}}").stdout
-    return [json.loads(line) for line in out.splitlines()]
-
-
-def replicas(d: Daemon, name: str) -> str:
-    return docker_cli(
-        d, "service", "ls", "--filter", f"name={name}", "--format", "{{.Replicas}}"
-    ).stdout.strip()
 
 
 def times(d: Daemon, name: str, field: str = "StartedAt") -> list[str]:
