@@ -29,6 +29,7 @@ from agent.images.store import ImageNotFound
 from agent.network import NetworkError
 from agent.network.ports import PortError, PortMapping, ports_for_inspect, ports_for_list
 from orchestr.api.http import HttpError, Request, Response, Router, json_response, off_loop
+from orchestr.api.logstream import MULTIPLEXED, RAW, parse_since, render
 
 _STATUSES = (
     (NotFound, 404),
@@ -37,9 +38,6 @@ _STATUSES = (
     (Conflict, 409),
     (SpecError, 400),
 )
-
-MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
-RAW = "application/vnd.docker.raw-stream"
 
 
 class ContainersApi:
@@ -521,6 +519,8 @@ class ContainersApi:
         until = _since(request.arg("until"))
         timestamps = request.flag("timestamps")
         follow = request.flag("follow")
+        # --details: the attributes of log options (none here), then a space, as dockerd
+        attrs = "" if request.flag("details") else None
         tty = self.service.spec(record).tty
         await request.start_stream(200, RAW if tty else MULTIPLEXED)
 
@@ -533,7 +533,7 @@ class ContainersApi:
                 until=until,
                 tail=tail,
             )
-            return [container_logs.render(e, timestamps=timestamps, tty=tty) for e in entries]
+            return [render(e, timestamps=timestamps, tty=tty, attrs=attrs) for e in entries]
 
         for chunk in await asyncio.to_thread(history):
             await request.write(chunk)
@@ -551,7 +551,7 @@ class ContainersApi:
                 try:
                     for e in container_logs.follow(record.log_path, more):
                         if (e.stream == 1 and stdout) or (e.stream == 2 and stderr):
-                            data = container_logs.render(e, timestamps=timestamps, tty=tty)
+                            data = render(e, timestamps=timestamps, tty=tty, attrs=attrs)
                             loop.call_soon_threadsafe(queue.put_nowait, data)
                 finally:
                     loop.call_soon_threadsafe(queue.put_nowait, None)
@@ -654,16 +654,10 @@ def _int(text: str, name: str) -> int:
 
 def _since(text: str | None) -> float:
     """Docker's since/until: UNIX seconds (with fractions) or RFC 3339; 0 = unset."""
-    if not text:
-        return 0.0
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return container_logs.parse_time(text)
-    except ValueError:
-        raise HttpError(400, f"invalid time {text!r}") from None
+        return parse_since(text)
+    except ValueError as e:
+        raise HttpError(400, str(e)) from None
 
 
 def _shown_status(record: Record) -> str:

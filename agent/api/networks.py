@@ -288,6 +288,9 @@ def _ipam_entry(config: object, where: str) -> tuple[int, dict[str, Any]] | None
     }
 
 
+ENCRYPTED_OPTION = "encrypted"  # the overlay driver's IPsec between nodes
+
+
 def create_args(body: object) -> dict[str, Any]:
     """`POST /networks/create`'s body -> `NetworkService.create`'s keyword arguments
     (`name` among them). Raises HttpError(400) naming the field that is wrong."""
@@ -305,8 +308,15 @@ def create_args(body: object) -> dict[str, Any]:
     if _str(_object(body, "ConfigFrom"), "Network", "ConfigFrom."):
         raise HttpError(400, "ConfigFrom: configuration-only networks are not supported")
     scope = _str(body, "Scope")
-    if scope not in ("", "local"):
-        raise HttpError(400, f"Scope: {scope} networks are not supported, only local ones")
+    if driver == "overlay":
+        # This daemon is a cluster of one: an overlay network joins the containers of
+        # its one node, which a bridge does (`docker stack deploy` asks for overlay
+        # networks). VXLAN between nodes comes with clusters of several nodes.
+        if _str_map(body, "Options").get(ENCRYPTED_OPTION) is not None:
+            raise HttpError(400, "Options: encrypted overlay networks are not supported yet")
+        driver, scope = "bridge", ""
+    if scope not in ("", "local", "swarm"):
+        raise HttpError(400, f"Scope: {scope} networks are not supported")
     args: dict[str, Any] = {
         "name": name,
         "driver": driver,

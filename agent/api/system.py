@@ -8,6 +8,7 @@ import os
 import platform
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agent.api.volumes import df_volumes
@@ -34,6 +35,16 @@ def _cgroup_version() -> str:
     return "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1"
 
 
+INACTIVE: dict[str, Any] = {
+    "NodeID": "",
+    "NodeAddr": "",
+    "LocalNodeState": "inactive",
+    "ControlAvailable": False,
+    "Error": "",
+    "RemoteManagers": None,
+}
+
+
 class SystemApi:
     def __init__(
         self,
@@ -47,6 +58,8 @@ class SystemApi:
         containers: Any = None,
     ) -> None:
         self.service = service
+        # Info.Swarm from the control plane (set by the daemon once its cluster runs)
+        self.swarm: Callable[[], dict[str, Any]] | None = None
         self.volumes = volumes
         self.events = events or EventBus()
         self.containers = containers
@@ -68,7 +81,7 @@ class SystemApi:
             "text/plain; charset=utf-8",
             [
                 ("Builder-Version", "1"),
-                ("Swarm", "inactive"),
+                ("Swarm", "inactive" if self.swarm is None else "active/manager"),
                 ("Cache-Control", "no-cache, no-store, must-revalidate"),
                 ("Pragma", "no-cache"),
             ],
@@ -101,6 +114,7 @@ class SystemApi:
 
     async def info(self, request: Request) -> Response:
         images = await asyncio.to_thread(lambda: len(self.service.records()))
+        swarm = INACTIVE if self.swarm is None else await asyncio.to_thread(self.swarm)
         records = self.containers.records.all() if self.containers is not None else []
         running = sum(1 for r in records if r.status in ("running", "restarting"))
         paused = sum(1 for r in records if r.status == "paused")
@@ -163,14 +177,7 @@ class SystemApi:
             "ServerVersion": self.server_version,
             "Runtimes": {"orchestr": {"path": "orchestr runtime"}},
             "DefaultRuntime": "orchestr",
-            "Swarm": {
-                "NodeID": "",
-                "NodeAddr": "",
-                "LocalNodeState": "inactive",
-                "ControlAvailable": False,
-                "Error": "",
-                "RemoteManagers": None,
-            },
+            "Swarm": swarm,
             "LiveRestoreEnabled": True,
             "Isolation": "",
             "InitBinary": "",

@@ -7,37 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
 
-STDOUT, STDERR = 1, 2
+from orchestr.api.logstream import STDERR, STDOUT, parse_time
+from orchestr.api.logstream import LogLine as Entry
 
-
-@dataclass(frozen=True)
-class Entry:
-    stream: int
-    time: str  # RFC 3339 with nanoseconds, as written
-    data: bytes
-
-    def timestamp(self) -> float:
-        return parse_time(self.time)
-
-
-def parse_time(text: str) -> float:
-    """RFC 3339 with up to nanoseconds; also Docker's `--since` forms: UNIX seconds
-    (with fractions) and durations are handled by the API layer."""
-    base, _, frac = text.rstrip("Z").partition(".")
-    seconds = datetime.fromisoformat(base + "+00:00").timestamp()
-    return seconds + (float("0." + frac) if frac else 0.0)
-
-
-def frame(stream: int, data: bytes) -> bytes:
-    """Docker's stdcopy header: stream byte, three zero bytes, big-endian length."""
-    return struct.pack(">BxxxI", stream, len(data)) + data
+__all__ = ["STDERR", "STDOUT", "Entry", "follow", "parse_time", "read", "select"]
 
 
 def _files(path: str) -> list[str]:
@@ -94,11 +71,15 @@ def select(
     return chosen
 
 
-def follow(path: str, running: Callable[[], bool], poll: float = 0.1) -> Iterator[Entry]:
-    """Entries written after now, until `running()` is false and the file is drained."""
+def follow(
+    path: str, running: Callable[[], bool], poll: float = 0.1, *, from_start: bool = False
+) -> Iterator[Entry]:
+    """Entries written after now (all of the current file's, `from_start`), until
+    `running()` is false and the file is drained."""
     try:
         f = open(path, "rb")  # noqa: SIM115 - reopened on rotation
-        f.seek(0, os.SEEK_END)
+        if not from_start:
+            f.seek(0, os.SEEK_END)
     except FileNotFoundError:
         f = None
     pending = b""
@@ -136,10 +117,3 @@ def _replaced(f: object, path: str) -> bool:
         return os.stat(path).st_ino != os.fstat(f.fileno()).st_ino  # type: ignore[attr-defined]
     except FileNotFoundError:
         return False
-
-
-def render(entry: Entry, *, timestamps: bool, tty: bool) -> bytes:
-    data = entry.data
-    if timestamps:
-        data = entry.time.encode() + b" " + data
-    return data if tty else frame(entry.stream, data)

@@ -186,6 +186,16 @@ class Node(BaseModel):
     resources: Resources = Field(default_factory=Resources)  # what it offers in all
 
 
+class SwarmCluster(BaseModel):
+    """The cluster itself (`docker swarm inspect`): made when its first manager starts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
 # -- typed views of a ServiceSpec ---------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from orchestr.api.swarm import (
     Node,
     Service,
+    SwarmCluster,
     Task,
     TaskState,
     is_global,
@@ -147,3 +148,30 @@ def node_json(node: Node, index: int, *, leader: bool = True, addr: str = "") ->
             "Addr": f"{addr or '127.0.0.1'}:2377",
         }
     return doc
+
+
+def cluster_json(cluster: SwarmCluster, index: int, *, history: int) -> dict[str, Any]:
+    """Engine API ClusterInfo: what `docker info` and `docker swarm inspect` show.
+
+    Only what holds here is filled in: the task history kept per slot (`history`). The
+    Raft, dispatcher and CA settings, the address pool and the VXLAN port belong to a
+    cluster of several nodes, which a cluster of one does not have yet; they are left
+    out (zero), and the docker CLI prints them as such."""
+    return {
+        "ID": cluster.id,
+        "Version": {"Index": index},
+        "CreatedAt": rfc3339(cluster.created_at),
+        "UpdatedAt": rfc3339(cluster.updated_at),
+        "Spec": {
+            "Name": "default",
+            "Labels": {},
+            "Orchestration": {"TaskHistoryRetentionLimit": history},
+            "Raft": {},
+            "Dispatcher": {},
+            "CAConfig": {},
+            "TaskDefaults": {},
+            "EncryptionConfig": {"AutoLockManagers": False},
+        },
+        "TLSInfo": {},
+        "RootRotationInProgress": False,
+    }

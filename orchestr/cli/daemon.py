@@ -161,6 +161,7 @@ class Daemon:
         from agent.api.volumes import VolumesApi
         from agent.containers.service import ContainerService
         from agent.events import EventBus
+        from agent.exec.logs import NodeLogs
         from agent.exec.worker import ServiceContainers, Worker
         from agent.images.service import ImageService
         from agent.network import NetworkError
@@ -243,9 +244,10 @@ class Daemon:
         # A cluster of one: the store, the manager's controller and this node's worker.
         store = await asyncio.to_thread(open_store, self.data_root)
         node_id = _node_id(self.data_root)
-        cluster = Cluster(store, node_id)
+        cluster = Cluster(store, node_id, logs=NodeLogs(containers))
         worker = Worker(node_id, cluster.tasks, ServiceContainers(containers))
         await asyncio.to_thread(cluster.start, {"worker": worker.run})
+        system.swarm = cluster.api.swarm_info
         router.include(cluster.router)
         server = Server(router)
         sockets = []

@@ -452,9 +452,101 @@ def service_rm(ctx: click.Context, names: tuple[str, ...]) -> None:
 
 @service.command("logs")
 @click.argument("name")
-def service_logs(name: str) -> None:
-    """A service's logs (not supported yet)."""
-    raise OrchestrError(f"service logs {name}: not supported yet (use docker logs on its tasks)")
+@click.option("-f", "--follow", is_flag=True, help="Follow the output (and new tasks').")
+@click.option("-t", "--timestamps", is_flag=True)
+@click.option("-n", "--tail", default="all", help="Lines per task from the end (or all).")
+@click.option("--since", help="RFC 3339 time or UNIX seconds.")
+@click.option("--raw", is_flag=True, help="The lines alone, without their task.")
+@click.option("--no-task-ids", is_flag=True, help="Tasks named without their ID.")
+@click.option("--no-trunc", is_flag=True, help="Task IDs in full.")
+@click.pass_context
+def service_logs(
+    ctx: click.Context,
+    name: str,
+    follow: bool,
+    timestamps: bool,
+    tail: str,
+    since: str | None,
+    raw: bool,
+    no_task_ids: bool,
+    no_trunc: bool,
+) -> None:
+    """A service's (or one task's) output, each line after the task that wrote it:
+    `name.slot.id@node | line`, as `docker service logs` shows it."""
+    from orchestr.cli.common import Demux
+    from orchestr.cli.fast import FrameSplitter
+
+    params = {
+        "stdout": "1",
+        "stderr": "1",
+        "follow": int(follow),
+        "timestamps": int(timestamps),
+        "details": int(not raw),
+        "tail": tail,
+        **({"since": since} if since else {}),
+    }
+    with client_of(ctx, timeout=None) as client:
+        try:
+            target = client.json("GET", f"/services/{_q(name)}")
+            path, spec = f"/services/{target['ID']}/logs", target["Spec"]["TaskTemplate"]
+        except Exception as e:
+            if not _missing(e):
+                raise
+            try:
+                target = client.json("GET", f"/tasks/{_q(name)}")
+            except Exception as e2:
+                if _missing(e2):
+                    raise OrchestrError(f"no such service or task: {name}") from None
+                raise
+            path, spec = f"/tasks/{target['ID']}/logs", target["Spec"]
+        tty = bool((spec.get("ContainerSpec") or {}).get("TTY"))
+        if tty and not raw:
+            raise OrchestrError(f"{name}: a TTY's output cannot be told apart by task; use --raw")
+        names = _TaskNames(client, no_task_ids=no_task_ids, no_trunc=no_trunc)
+        demux = Demux()
+
+        def by_task(stream: int, data: bytes) -> None:
+            demux.write(stream, names.line(data, timestamps))
+
+        splitter = demux if raw else FrameSplitter(by_task)
+        feed = functools.partial(demux.write, 1) if tty else splitter.feed
+        with client.stream("GET", path, params=params) as response:
+            for chunk in response.iter_bytes():
+                feed(chunk)
+
+
+class _TaskNames:
+    """A log line's context (its details: node, service and task IDs) as the task's
+    name, `service.slot.id@node`, looked up once per task."""
+
+    def __init__(self, client: Any, *, no_task_ids: bool, no_trunc: bool) -> None:
+        self.client = client
+        self.no_task_ids = no_task_ids
+        self.no_trunc = no_trunc
+        self._names: dict[str, str] = {}
+
+    def line(self, data: bytes, timestamps: bool) -> bytes:
+        from orchestr.api.logstream import split_line
+
+        stamp, attrs, message = split_line(data, timestamps=timestamps)
+        task_id = attrs.get("com.docker.swarm.task.id", "")
+        return (stamp + b" " if stamp else b"") + self.name(task_id).encode() + b"    | " + message
+
+    def name(self, task_id: str) -> str:
+        if task_id not in self._names:
+            try:
+                task = self.client.json("GET", f"/tasks/{_q(task_id)}")
+                service = self.client.json("GET", f"/services/{task['ServiceID']}")
+                node = self.client.json("GET", f"/nodes/{task['NodeID']}")
+                where = task.get("Slot") or task["NodeID"]
+                name = f"{service['Spec']['Name']}.{where}"
+                if not self.no_task_ids:
+                    name += "." + (task_id if self.no_trunc else task_id[:12])
+                name += "@" + node["Description"]["Hostname"]
+            except Exception:
+                name = task_id  # the task was removed meanwhile
+            self._names[task_id] = name
+        return self._names[task_id]
 
 
 def _change(client: Any, name: str, change: Any) -> None:

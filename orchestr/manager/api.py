@@ -7,9 +7,11 @@
     POST   /services/{id}/update    {"Warnings"}         ?version=N (409 when stale),
                                                          ?rollback=previous
     DELETE /services/{id}           200
+    GET    /services/{id}/logs      log stream           orchestr.manager.logs
     GET    /tasks                   [Task]               filters: id, name, service, node,
                                                          desired-state, label
     GET    /tasks/{id}              Task
+    GET    /tasks/{id}/logs         log stream
     GET    /nodes                   [Node]               filters: id, name, role, membership
     GET    /nodes/{id}              Node                 by ID, hostname or "self"
 
@@ -29,8 +31,10 @@ from typing import Any
 
 from orchestr.api.filters import parse_filters
 from orchestr.api.http import HttpError, Request, Response, Router, json_response, off_loop
+from orchestr.api.logstream import ContainerLogs
 from orchestr.api.swarm import (
     Service,
+    SwarmCluster,
     Task,
     TaskState,
     UpdateState,
@@ -39,10 +43,12 @@ from orchestr.api.swarm import (
     is_global,
     spec_digest,
 )
-from orchestr.api.swarm_json import node_json, service_json, task_json
+from orchestr.api.swarm_json import cluster_json, node_json, service_json, task_json
 from orchestr.compose.deploy import with_defaults
 from orchestr.manager.controller import new_object_id
-from orchestr.manager.repo import NODES, SERVICES, TASKS, Read, Repo, encode
+from orchestr.manager.decide import HISTORY
+from orchestr.manager.logs import LogStream, Options
+from orchestr.manager.repo import CLUSTER, NODES, SERVICES, TASKS, Read, Repo, encode
 from orchestr.scheduler.filters import ConstraintError, parse_constraint
 from orchestr.state.base import Compare, Delete, Put
 
@@ -54,13 +60,8 @@ NODE_FILTERS = frozenset({"id", "name", "role", "membership", "label", "node.lab
 
 
 NOT_YET = (
-    ("GET", "/services/{id}/logs"),
-    ("GET", "/tasks/{id}/logs"),
     ("POST", "/nodes/{id}/update"),
     ("DELETE", "/nodes/{id}"),
-    ("GET", "/swarm"),
-    ("POST", "/swarm/init"),
-    ("POST", "/swarm/join"),
     ("POST", "/swarm/leave"),
     ("POST", "/swarm/update"),
     ("GET", "/swarm/unlockkey"),
@@ -131,10 +132,17 @@ def check_spec(spec: Any) -> dict[str, Any]:
 
 
 class ServicesApi:
-    def __init__(self, repo: Repo, node_id: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        repo: Repo,
+        node_id: str,
+        clock: Callable[[], float] = time.time,
+        logs: ContainerLogs | None = None,
+    ) -> None:
         self.repo = repo
         self.node_id = node_id
         self.clock = clock
+        self.logs = logs  # the node's container logs (service and task logs)
         self.router = Router()
         r = self.router
         r.route("POST", "/services/create")(self.create)
@@ -142,10 +150,15 @@ class ServicesApi:
         r.route("GET", "/services/{id}")(self.inspect)
         r.route("POST", "/services/{id}/update")(self.update)
         r.route("DELETE", "/services/{id}")(self.remove)
+        r.route("GET", "/services/{id}/logs")(self.service_logs)
         r.route("GET", "/tasks")(self.list_tasks)
         r.route("GET", "/tasks/{id}")(self.inspect_task)
+        r.route("GET", "/tasks/{id}/logs")(self.task_logs)
         r.route("GET", "/nodes")(self.list_nodes)
         r.route("GET", "/nodes/{id}")(self.inspect_node)
+        r.route("GET", "/swarm")(self.inspect_swarm)
+        r.route("POST", "/swarm/init")(self.already_in_swarm)
+        r.route("POST", "/swarm/join")(self.already_in_swarm)
         # Swarm's other endpoints: a clear answer, not a 404 that looks like a typo.
         for method, path in NOT_YET:
             r.route(method, path)(self.not_yet)
@@ -275,6 +288,29 @@ class ServicesApi:
         service = _find_service(read, ref)
         self.repo.store.txn([], [Delete(SERVICES + service.id)], [])
 
+    async def service_logs(self, request: Request) -> Response | None:
+        options = Options.of(request)
+        read = await self._call(self.repo.snapshot)
+        try:
+            service = _find_service(read, request.params["id"])
+        except NotFound as e:
+            raise HttpError(404, str(e)) from None
+        tty = bool((service.template.get("ContainerSpec") or {}).get("TTY"))
+
+        def of_service(read: Read) -> list[Task] | None:
+            if service.id not in read.services:
+                return None
+            tasks = (t for t in read.tasks.values() if t.service_id == service.id)
+            return sorted(tasks, key=lambda t: (t.slot, t.created_at))
+
+        await self._log_stream(request, options, tty).run(of_service, more_tasks=True)
+        return None
+
+    def _log_stream(self, request: Request, options: Options, tty: bool) -> LogStream:
+        if self.logs is None:
+            raise HttpError(501, f"{request.path}: this node does not keep container logs")
+        return LogStream(request, self.repo, self.logs, options, tty)
+
     # -- tasks -------------------------------------------------------------------------
 
     async def list_tasks(self, request: Request) -> Response:
@@ -302,14 +338,22 @@ class ServicesApi:
 
     async def inspect_task(self, request: Request) -> Response:
         read = await self._call(self.repo.snapshot)
-        ref = request.params["id"]
-        matches = [t for t in read.tasks.values() if t.id == ref or t.id.startswith(ref)]
-        exact = [t for t in matches if t.id == ref]
-        if len(exact or matches) != 1:
-            raise HttpError(404, f"task {ref} not found")
-        task = (exact or matches)[0]
+        task = _find_task(read, request.params["id"])
         service = read.services.get(task.service_id)
         return json_response(task_json(task, read.mod_of(TASKS + task.id), service))
+
+    async def task_logs(self, request: Request) -> Response | None:
+        options = Options.of(request)
+        read = await self._call(self.repo.snapshot)
+        task = _find_task(read, request.params["id"])
+        tty = bool((task.spec.get("ContainerSpec") or {}).get("TTY"))
+
+        def of_task(read: Read) -> list[Task] | None:
+            found = read.tasks.get(task.id)
+            return None if found is None else [found]
+
+        await self._log_stream(request, options, tty).run(of_task, more_tasks=False)
+        return None
 
     # -- nodes -------------------------------------------------------------------------
 
@@ -340,6 +384,43 @@ class ServicesApi:
             return json_response(node_json(matches[0], read.mod_of(NODES + matches[0].id)))
         raise HttpError(404, f"node {ref} not found")
 
+    # -- the swarm -----------------------------------------------------------------------
+
+    def swarm_info(self) -> dict[str, Any]:
+        """`Info.Swarm`: this node, a manager of a cluster of one (`docker info`)."""
+        read = self.repo.snapshot()
+        found = self.repo.get(SwarmCluster, CLUSTER)
+        managers = [n for n in read.nodes.values() if n.role == "manager"]
+        return {
+            "NodeID": self.node_id,
+            "NodeAddr": NODE_ADDR,
+            "LocalNodeState": "active",
+            "ControlAvailable": True,
+            "Error": "",
+            "RemoteManagers": [{"NodeID": n.id, "Addr": f"{NODE_ADDR}:2377"} for n in managers],
+            "Nodes": len(read.nodes),
+            "Managers": len(managers),
+            "Cluster": None if found is None else cluster_json(*found, history=HISTORY),
+        }
+
+    async def inspect_swarm(self, request: Request) -> Response:
+        found = await self._call(self.repo.get, SwarmCluster, CLUSTER)
+        if found is None:
+            raise HttpError(503, "this node is not part of a swarm yet (it is starting)")
+        # No node can join a cluster of one yet: there are no join tokens to give.
+        doc = {**cluster_json(*found, history=HISTORY), "JoinTokens": {"Worker": "", "Manager": ""}}
+        return json_response(doc)
+
+    async def already_in_swarm(self, request: Request) -> Response:
+        raise HttpError(
+            503,
+            "This node is already part of a swarm: every orchestr daemon is a cluster of"
+            " one (joining several nodes into one cluster is not supported yet)",
+        )
+
+
+NODE_ADDR = "127.0.0.1"  # a cluster of one listens to no other node
+
 
 def _truthy(values: list[str] | None) -> bool:
     return bool(values) and values is not None and values[-1].lower() in ("1", "true")
@@ -360,6 +441,15 @@ def _find_service(read: Read, ref: str) -> Service:
     if len(by_prefix) == 1:
         return by_prefix[0]
     raise NotFound(f"service {ref} not found")
+
+
+def _find_task(read: Read, ref: str) -> Task:
+    """A task by ID or unique ID prefix; 404 otherwise."""
+    matches = [t for t in read.tasks.values() if t.id.startswith(ref)]
+    exact = [t for t in matches if t.id == ref]
+    if len(exact or matches) != 1:
+        raise HttpError(404, f"task {ref} not found")
+    return (exact or matches)[0]
 
 
 def _labels_hold(labels: dict[str, Any], wanted: list[str]) -> bool:

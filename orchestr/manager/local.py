@@ -14,13 +14,23 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 
-from orchestr.api.swarm import Node, Resources, Service, Task, TaskState, TaskStatus
+from orchestr.api.logstream import ContainerLogs
+from orchestr.api.swarm import (
+    Node,
+    Resources,
+    Service,
+    SwarmCluster,
+    Task,
+    TaskState,
+    TaskStatus,
+)
 from orchestr.manager.api import ServicesApi
-from orchestr.manager.controller import Controller
-from orchestr.manager.repo import NODES, TASKS, Repo, encode
-from orchestr.state.base import Put, Store
+from orchestr.manager.controller import Controller, new_object_id
+from orchestr.manager.repo import CLUSTER, NODES, TASKS, Repo, encode
+from orchestr.state.base import Compare, Put, Store
 from orchestr.state.errors import Closed, StoreError
 
 log = logging.getLogger("orchestr.manager")
@@ -100,12 +110,12 @@ Loop = Callable[[threading.Event], None]
 
 
 class Cluster:
-    def __init__(self, store: Store, node_id: str) -> None:
+    def __init__(self, store: Store, node_id: str, logs: ContainerLogs | None = None) -> None:
         self.store = store
         self.node_id = node_id
         self.controller = Controller(store)
         self.tasks = StoreTasks(store)
-        self.api = ServicesApi(Repo(store), node_id)
+        self.api = ServicesApi(Repo(store), node_id, logs=logs)
         self.router = self.api.router
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -122,6 +132,9 @@ class Cluster:
                 update={"labels": old.labels, "availability": old.availability, "role": old.role}
             )
         self.store.txn([], [Put(key, encode(node))], [])
+        now = time.time()
+        cluster = SwarmCluster(id=new_object_id(), created_at=now, updated_at=now)
+        self.store.txn([Compare.absent(CLUSTER)], [Put(CLUSTER, encode(cluster))], [])
         for name, target in {
             "manager": self.controller.run,
             "task-watch": self.tasks.watch,

@@ -1,6 +1,6 @@
 """The control plane's objects in the store: where each lives and how it is written.
 
-Keys: `services/<id>`, `tasks/<id>`, `nodes/<id>`; values: the pydantic objects as
+Keys: `services/<id>`, `tasks/<id>`, `nodes/<id>`, `cluster`; values: the pydantic objects as
 JSON. A `snapshot()` reads the three prefixes in one transaction (one revision), and
 remembers each key's mod_revision; `commit(snapshot, …)` writes objects only if none of
 the keys it writes changed since that snapshot (and a new key is still absent) — one
@@ -21,6 +21,7 @@ from orchestr.manager.decide import Snapshot
 from orchestr.state.base import Compare, Delete, Op, Put, Store
 
 SERVICES, TASKS, NODES = "services/", "tasks/", "nodes/"
+CLUSTER = "cluster"  # the SwarmCluster
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -248,3 +248,19 @@ def test_a_global_service_runs_once_on_the_node(net: Daemon) -> None:
     assert len(running(d, "agent")) == 1
     docker_cli(d, "service", "rm", "agent")
     until("its container gone", lambda: running(d, "agent") == [])
+
+
+def test_docker_info_shows_a_cluster_of_one(net: Daemon) -> None:
+    d = net
+    swarm = json.loads(docker_cli(d, "info", "--format", "{{json .Swarm}}").stdout)
+    assert swarm["LocalNodeState"] == "active" and swarm["ControlAvailable"] is True
+    assert swarm["Nodes"] == 1 and swarm["Managers"] == 1
+    assert (
+        docker_cli(d, "node", "inspect", "self", "--format", "{{.ID}}").stdout.strip()
+        == (swarm["NodeID"])
+    )
+    text = docker_cli(d, "info").stdout
+    assert "Swarm: active" in text and "Is Manager: true" in text
+    assert f"ClusterID: {swarm['Cluster']['ID']}" in text
+    init = docker_cli(d, "swarm", "init", check=False)
+    assert init.returncode != 0 and "already part of a swarm" in init.stderr

@@ -314,13 +314,22 @@ def test_an_empty_ipam_entry_leaves_the_subnet_to_the_pools() -> None:
         ({"Name": "n", "Ingress": True}, "Ingress"),
         ({"Name": "n", "ConfigOnly": True}, "ConfigOnly"),
         ({"Name": "n", "ConfigFrom": {"Network": "cfg"}}, "ConfigFrom"),
-        ({"Name": "n", "Scope": "swarm"}, "Scope"),
+        ({"Name": "n", "Scope": "global"}, "Scope"),
+        ({"Name": "n", "Driver": "overlay", "Options": {"encrypted": ""}}, "encrypted"),
     ],
 )
 def test_bad_create_bodies_are_400_naming_the_field(body: object, words: str) -> None:
     status, message = status_and_message(body)
     assert status == 400
     assert words in message
+
+
+def test_an_overlay_network_on_a_cluster_of_one_is_a_bridge() -> None:
+    # What `docker stack deploy` sends for a stack's default network.
+    body = {"Name": "st_default", "Driver": "overlay", "Scope": "swarm", "Attachable": False}
+    args = create_args({**body, "Labels": {"com.docker.stack.namespace": "st"}})
+    assert args["driver"] == "bridge" and args["labels"] == {"com.docker.stack.namespace": "st"}
+    assert create_args({"Name": "b", "Scope": "swarm"})["driver"] == "bridge"
 
 
 def test_two_subnets_of_one_family_are_refused() -> None:
@@ -615,7 +624,7 @@ def test_create_answers_201_with_the_id_and_409_on_a_taken_name() -> None:
     assert response.status == 201
     assert set(json.loads(response.body)) == {"Id", "Warning"}
     assert status_of(a, "POST", "/networks/create", FakeRequest({"Name": "new"})) == 409
-    bad_driver = FakeRequest({"Name": "x", "Driver": "overlay"})
+    bad_driver = FakeRequest({"Name": "x", "Driver": "macvlan"})
     assert status_of(a, "POST", "/networks/create", bad_driver) == 400
     assert status_of(a, "POST", "/networks/create", FakeRequest()) == 400
 

@@ -12,13 +12,14 @@ from orchestr.api.swarm import (
     Node,
     Resources,
     Service,
+    SwarmCluster,
     Task,
     TaskState,
     TaskStatus,
     UpdateState,
     UpdateStatus,
 )
-from orchestr.api.swarm_json import node_json, rfc3339, service_json, task_json
+from orchestr.api.swarm_json import cluster_json, node_json, rfc3339, service_json, task_json
 from tests.unit.swarm_sim import spec
 from tests.unit.test_image_service import swagger_schema, without_nulls
 
@@ -101,6 +102,16 @@ def test_a_task_has_the_swagger_shape() -> None:
     jsonschema.validate(without_nulls(doc), swagger_schema("Task"))
     assert doc["Status"]["Err"] == "no suitable node (node is down on 1 node)"
     assert "NodeID" not in doc
+
+
+def test_the_cluster_has_the_swagger_shape_and_only_what_holds() -> None:
+    cluster = SwarmCluster(id="c1", created_at=1.5, updated_at=2.0)
+    doc = cluster_json(cluster, 7, history=5)
+    jsonschema.validate(without_nulls(doc), swagger_schema("ClusterInfo"))
+    assert doc["Version"] == {"Index": 7} and doc["CreatedAt"].startswith("1970-01-01T00:00:01.5")
+    assert doc["Spec"]["Orchestration"] == {"TaskHistoryRetentionLimit": 5}
+    # No VXLAN port nor address pool before there is an overlay across nodes.
+    assert "DataPathPort" not in doc and "DefaultAddrPool" not in doc
 
 
 def test_a_node_has_the_swagger_shape() -> None:
