@@ -411,6 +411,7 @@ def start_daemon(
         yield d
     finally:
         if proc.poll() is None:
+            _kill_containers(d)  # a clean stop would give each its grace period (10 s)
             proc.terminate()
             try:
                 proc.wait(timeout=30)
@@ -418,6 +419,21 @@ def start_daemon(
                 proc.kill()
                 proc.wait()
         log.close()
+
+
+def _kill_containers(d: Daemon) -> None:
+    """Remove the daemon's containers at once (SIGKILL), as the test is over."""
+    try:
+        listed = subprocess.run(
+            ["docker", "ps", "-aq"], env=d.env(), capture_output=True, text=True, timeout=30
+        )
+        ids = listed.stdout.split()
+        if ids:
+            subprocess.run(
+                ["docker", "rm", "-f", *ids], env=d.env(), capture_output=True, timeout=60
+            )
+    except subprocess.TimeoutExpired:
+        pass  # the daemon's own stop does the rest
 
 
 def _answers(sock: Path) -> bool:

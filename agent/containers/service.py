@@ -118,6 +118,7 @@ class ContainerService:
         self._delays: dict[str, float] = {}
         self._removing = 0  # exits and removals whose clean-up (after the answer) is not done
         self._timers: dict[str, threading.Timer] = {}
+        self._shutting_down = False  # the daemon stops: no container restarts any more
         self.health = health.Monitor(self._probe, self._health_result)
         self._unhealthy_restarts: set[str] = set()  # killed to be restarted (on-failure)
         self.init_binary = INIT_BINARY
@@ -618,6 +619,8 @@ class ContainerService:
         with contextlib.suppress(Exception):
             self.supervisor.delete(container_id, force=True)
         self._unmount_rootfs(record)
+        if self._shutting_down:
+            return  # its policy applies when the daemon starts again
         if (unhealthy and not record.manually_stopped) or restart.should_restart(
             spec.restart, record.exit_code, record.restart_count, record.manually_stopped
         ):
@@ -786,14 +789,17 @@ class ContainerService:
 
     # -- stop, kill, remove
 
-    def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> bool:
+    def stop(
+        self, ref: str, timeout: int | None = None, sig: str | None = None, *, manual: bool = True
+    ) -> bool:
         """SIGTERM (or the stop signal), then SIGKILL after the grace period; False when
-        it was not running (304)."""
+        it was not running (304). A stop that is not `manual` (the daemon shutting down)
+        leaves an `unless-stopped` container to start again with the daemon."""
         record = self.records.get(ref)
         self._cancel_restart(record)
         if not record.running:
             return False
-        record.manually_stopped = True
+        record.manually_stopped = manual
         self.records.save(record)
         self._terminate(record, timeout, sig)
         self._event(record, "stop")
@@ -868,6 +874,20 @@ class ContainerService:
             record.manually_stopped = True
             self.records.save(record)
         self.supervisor.kill(record.id, number, False)
+
+    def shutting_down(self) -> None:
+        """The daemon stops: no restart from now on, and those waiting are called off
+        (not as a user's stop: their policies apply when the daemon starts again)."""
+        self._shutting_down = True
+        for container_id, timer in list(self._timers.items()):
+            timer.cancel()
+            self._timers.pop(container_id, None)
+        with self.changed:
+            for record in self.records.all():
+                if record.status == "restarting":
+                    record.status = "exited"
+                    self.records.save(record)
+            self.changed.notify_all()
 
     def _cancel_restart(self, record: Record) -> None:
         timer = self._timers.pop(record.id, None)
@@ -1032,11 +1052,17 @@ class ContainerService:
             known = {}
         for directory in self.records.removed():  # removals a crash cut short
             self._delete_removed(directory)
+        was_restarting: set[str] = set()
         for cid in known.keys() - {record.id for record in self.records.all()}:
             with contextlib.suppress(Exception):  # the container of a cut-short removal
                 self.supervisor.delete(cid, force=True)
         for record in self.records.all():
             state = known.get(record.id)
+            if record.status == "restarting" and not (state and state.get("status") == "running"):
+                # waiting to restart when the daemon stopped: it starts with it below
+                record.status = "exited"
+                self.records.save(record)
+                was_restarting.add(record.id)
             if record.status in ("running", "starting", "restarting"):
                 if state is not None and state.get("status") == "running":
                     record.status = "running"
@@ -1072,7 +1098,15 @@ class ContainerService:
                 spec = self.spec(record)
             except SpecError:
                 continue
-            if record.exits and restart.start_at_boot(spec.restart, record.manually_stopped):
+            if record.exits and (
+                restart.start_at_boot(spec.restart, record.manually_stopped)
+                or (
+                    record.id in was_restarting
+                    and restart.should_restart(
+                        spec.restart, record.exit_code, record.restart_count, False
+                    )
+                )
+            ):
                 try:
                     self.start(record.id)
                 except Exception as e:

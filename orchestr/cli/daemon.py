@@ -71,11 +71,12 @@ def _stop_everything(containers: Any, supervisor_root: str) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     def stop(record_id: str) -> None:
-        try:
-            containers.stop(record_id, timeout=10)
+        try:  # with its own grace period; not a user's stop (unless-stopped comes back)
+            containers.stop(record_id, manual=False)
         except Exception as e:
             log.warning("stopping %s: %s", record_id[:12], e)
 
+    containers.shutting_down()
     running = [r.id for r in containers.records.all() if r.running]
     if running:
         with ThreadPoolExecutor(max_workers=min(32, len(running))) as pool:

@@ -188,6 +188,36 @@ def test_containers_outlive_a_killed_daemon(busybox: Daemon, state_dir: Path) ->
         docker_cli(again, "rm", "survivor")
 
 
+def test_a_clean_daemon_stop_gives_each_its_grace_and_brings_unless_stopped_back(
+    busybox: Daemon, state_dir: Path
+) -> None:
+    # Docker's rules: the daemon's own stop is not the user's, so an `unless-stopped`
+    # container starts again with the daemon; a `no` one does not; each is stopped with
+    # its own grace period (1 s here, not the default 10 s).
+    for name, policy in (("back", "unless-stopped"), ("stays", "no"), ("user", "unless-stopped")):
+        docker_cli(
+            busybox, "run", "-d", "--name", name, "--restart", policy, "--stop-timeout", "1",
+            "busybox", "sleep", "600",
+        )  # fmt: skip
+    docker_cli(busybox, "stop", "-t", "0", "user")  # the user's stop: it stays stopped
+    started = time.monotonic()
+    busybox.proc.send_signal(signal.SIGTERM)
+    busybox.proc.wait(timeout=30)
+    assert time.monotonic() - started < 8  # not 10 s per container that ignores SIGTERM
+    with start_daemon(state_dir, busybox.socket) as again:
+
+        def state(name: str) -> bool:
+            doc = json.loads(docker_cli(again, "inspect", name).stdout)[0]
+            return bool(doc["State"]["Running"])
+
+        deadline = time.monotonic() + 15
+        while not state("back"):
+            assert time.monotonic() < deadline, "the unless-stopped container did not come back"
+            time.sleep(0.2)
+        assert not state("stays") and not state("user")
+        docker_cli(again, "rm", "-f", "back", "stays", "user")
+
+
 def test_bad_container_requests_get_4xx(busybox: Daemon) -> None:
     transport = httpx.HTTPTransport(uds=str(busybox.socket))
     with httpx.Client(transport=transport, base_url="http://d/v1.41") as http:
