@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestr.api.swarm import NS, Service, Task
+from orchestr.api.swarm import NS, Service, Task, security_options
 
 LABEL_SERVICE_ID = "com.docker.swarm.service.id"
 LABEL_SERVICE_NAME = "com.docker.swarm.service.name"
@@ -112,6 +112,9 @@ def _host_config(task: Task, spec: dict[str, Any]) -> dict[str, Any]:
             host[ours] = list(spec[theirs])
     if spec.get("Sysctls"):
         host["Sysctls"] = dict(spec["Sysctls"])
+    security = security_options(spec)  # checked when the service was created
+    if security:
+        host["SecurityOpt"] = security
     if spec.get("Groups"):
         host["GroupAdd"] = list(spec["Groups"])
     hosts = [_extra_host(line) for line in spec.get("Hosts") or []]

@@ -293,6 +293,33 @@ def max_replicas_per_node(template: dict[str, Any]) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def security_options(container: dict[str, Any]) -> list[str]:
+    """ContainerSpec.Privileges as the container's SecurityOpt. ValueError names what
+    cannot be honoured here: a credential spec (Windows), an SELinux context, a custom
+    seccomp profile. AppArmor's `default` and `disabled` are both what runs here (no
+    AppArmor profile is applied to containers)."""
+    privileges = container.get("Privileges") or {}
+    if not isinstance(privileges, dict):
+        raise ValueError("ContainerSpec.Privileges: a JSON object")
+    if privileges.get("CredentialSpec"):
+        raise ValueError("ContainerSpec.Privileges.CredentialSpec: for Windows containers")
+    selinux = privileges.get("SELinuxContext") or {}
+    if any(selinux.get(k) for k in ("User", "Role", "Type", "Level")):
+        raise ValueError("ContainerSpec.Privileges.SELinuxContext: SELinux is not supported")
+    out = []
+    seccomp = str((privileges.get("Seccomp") or {}).get("Mode") or "default")
+    if seccomp == "unconfined":
+        out.append("seccomp=unconfined")
+    elif seccomp != "default":
+        raise ValueError(f"ContainerSpec.Privileges.Seccomp: {seccomp} profiles are not supported")
+    apparmor = str((privileges.get("AppArmor") or {}).get("Mode") or "default")
+    if apparmor not in ("default", "disabled"):
+        raise ValueError(f"ContainerSpec.Privileges.AppArmor: unknown mode {apparmor}")
+    if privileges.get("NoNewPrivileges"):
+        out.append("no-new-privileges")
+    return out
+
+
 def spec_digest(template: dict[str, Any]) -> str:
     """A task template's identity: whether a task runs the service's current spec."""
     canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))

@@ -41,6 +41,7 @@ from orchestr.api.swarm import (
     UpdateStatus,
     constraints,
     is_global,
+    security_options,
     spec_digest,
 )
 from orchestr.api.swarm_json import cluster_json, node_json, service_json, task_json
@@ -102,9 +103,10 @@ def check_spec(spec: Any) -> dict[str, Any]:
         raise ValueError("ContainerSpec: image reference must be provided")
     if template.get("PluginSpec") or template.get("NetworkAttachmentSpec"):
         raise ValueError("TaskTemplate: only ContainerSpec tasks are supported")
-    for field in ("Secrets", "Configs", "Privileges"):
+    for field in ("Secrets", "Configs"):
         if container.get(field):
             raise ValueError(f"ContainerSpec.{field}: not supported yet")
+    security_options(container)
     driver = (template.get("LogDriver") or {}).get("Name")
     if driver and driver != "json-file":
         raise ValueError(f"TaskTemplate.LogDriver: the {driver} log driver is not supported")
@@ -493,4 +495,7 @@ def _task_matches(task: Task, service: Service | None, filters: dict[str, list[s
         }
         if not any(ok.get(v, False) for v in desired):
             return False
-    return _labels_hold({}, filters.get("label", []))
+    # swarmkit matches a task's labels filter against its service's labels (what
+    # `docker stack ps` asks with com.docker.stack.namespace).
+    labels = (service.spec.get("Labels") or {}) if service is not None else {}
+    return _labels_hold(labels, filters.get("label", []))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import jsonschema
+import pytest
 
 from agent.containers.spec import parse_create
 from agent.exec.container import container_name, create_body
@@ -18,6 +19,7 @@ from orchestr.api.swarm import (
     TaskStatus,
     UpdateState,
     UpdateStatus,
+    security_options,
 )
 from orchestr.api.swarm_json import cluster_json, node_json, rfc3339, service_json, task_json
 from tests.unit.swarm_sim import spec
@@ -147,6 +149,7 @@ def test_a_tasks_container_body_is_one_the_daemon_takes() -> None:
             "Init": True,
             "CapabilityDrop": ["NET_RAW"],
             "Mounts": [{"Type": "tmpfs", "Target": "/tmp"}],
+            "Privileges": {"NoNewPrivileges": True, "Seccomp": {"Mode": "unconfined"}},
         },
         "Resources": {"Limits": {"NanoCPUs": S // 2, "MemoryBytes": 64 << 20, "Pids": 50}},
         "Networks": [{"Target": "shop_default", "Aliases": ["web"]}],
@@ -173,3 +176,17 @@ def test_a_tasks_container_body_is_one_the_daemon_takes() -> None:
     assert parsed.readonly_rootfs and parsed.init and parsed.cap_drop == ("CAP_NET_RAW",)
     assert parsed.healthcheck == {"Test": ["CMD", "true"], "Interval": 2 * S}
     assert [m.target for m in parsed.mounts] == ["/tmp"]
+    assert parsed.no_new_privileges and not parsed.seccomp
+
+
+def test_privileges_run_as_security_options_or_are_refused_by_name() -> None:
+    # What `docker stack deploy` sends when the file says nothing of them.
+    assert security_options({"Privileges": {"CredentialSpec": None, "SELinuxContext": None}}) == []
+    assert security_options({"Privileges": {"AppArmor": {"Mode": "disabled"}}}) == []
+    for privileges, words in (
+        ({"CredentialSpec": {"File": "x.json"}}, "CredentialSpec"),
+        ({"SELinuxContext": {"Type": "svirt_t"}}, "SELinux"),
+        ({"Seccomp": {"Mode": "custom", "Profile": "{}"}}, "custom"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            security_options({"Privileges": privileges})
