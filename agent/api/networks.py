@@ -88,6 +88,10 @@ class NetworkUsers(Protocol):
 
     def network_users(self, network_id: str) -> Users: ...
 
+    def is_task(self, container_id: str) -> bool:
+        """Whether the container runs a service's task (the worker stops it)."""
+        ...
+
     def connect(self, container: str, network: Network, settings: dict[str, Any]) -> None: ...
 
     def disconnect(self, container: str, network: Network, force: bool) -> None: ...
@@ -288,6 +292,7 @@ def _ipam_entry(config: object, where: str) -> tuple[int, dict[str, Any]] | None
     }
 
 
+TASKS_LEAVE = 60.0  # seconds a network's removal waits for stopping tasks to leave it
 ENCRYPTED_OPTION = "encrypted"  # the overlay driver's IPsec between nodes
 
 
@@ -553,6 +558,9 @@ class NetworksApi:
     def __init__(self, networks: NetworkService, containers: NetworkUsers) -> None:
         self.networks = networks
         self.containers = containers
+        # The names of the services using a network (given its ID and name): set by the
+        # daemon once its control plane runs.
+        self.services_using: Callable[[list[str]], list[str]] | None = None
         self.router = Router()
         r = self.router
         r.route("GET", "/networks")(self.list_networks)
@@ -624,15 +632,34 @@ class NetworksApi:
         return json_response(await self._call(doc))
 
     async def remove(self, request: Request) -> Response:
-        try:
-            await asyncio.to_thread(self.networks.remove, request.params["id"], self._users)
-        except NotFound as e:
-            raise HttpError(404, str(e)) from None
-        except Conflict as e:  # pre-defined, or active endpoints
-            raise HttpError(403, str(e)) from None
-        except NetworkError as e:
-            raise HttpError(400, str(e)) from None
-        return Response(204, b"", None)
+        """As Swarm's: a network no service uses goes, even while the tasks of services
+        that used it are still stopping (`docker stack rm` removes the services, then at
+        once their networks): it waits for them, up to TASKS_LEAVE seconds."""
+        ref = request.params["id"]
+        deadline = time.monotonic() + TASKS_LEAVE
+        while True:
+            try:
+                network = await asyncio.to_thread(self.networks.get, ref)
+                if self.services_using is not None and not network.predefined:
+                    using = await asyncio.to_thread(self.services_using, [network.id, network.name])
+                    if using:
+                        raise HttpError(
+                            409, f"network {network.name} is in use by service {', '.join(using)}"
+                        )
+                await asyncio.to_thread(self.networks.remove, ref, self._users)
+                return Response(204, b"", None)
+            except NotFound as e:
+                raise HttpError(404, str(e)) from None
+            except Conflict as e:  # pre-defined, or active endpoints
+                if self.services_using is None or time.monotonic() > deadline:
+                    raise HttpError(403, str(e)) from None
+                users = self.containers.network_users(network.id)
+                leaving = users and all(self.containers.is_task(u[0]) for u in users)
+                if network.predefined or not leaving:
+                    raise HttpError(403, str(e)) from None
+                await asyncio.sleep(0.2)  # tasks of removed services, stopping
+            except NetworkError as e:
+                raise HttpError(400, str(e)) from None
 
     async def _target(self, request: Request) -> tuple[Network, dict[str, Any], str]:
         body = await request.json()

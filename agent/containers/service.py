@@ -227,6 +227,13 @@ class ContainerService:
 
     # -- networks (the network API's view of containers)
 
+    def is_task(self, container_id: str) -> bool:
+        try:
+            labels = self.records.get(container_id).body.get("Labels") or {}
+        except NotFound:
+            return False
+        return "com.docker.swarm.task.id" in labels
+
     def network_users(self, network_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         """(id, name, EndpointSettings) of each container on the network."""
         out = []

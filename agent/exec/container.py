@@ -61,8 +61,11 @@ def endpoint_mode(service: Service) -> str:
     return str((service.spec.get("EndpointSpec") or {}).get("Mode") or "vip")
 
 
-def create_body(service: Service, task: Task) -> dict[str, Any]:
-    """The `POST /containers/create` body of `task`'s container."""
+def create_body(
+    service: Service, task: Task, files: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The `POST /containers/create` body of `task`'s container; `files`, the mounts
+    of its secrets and configs (written by the worker)."""
     spec: dict[str, Any] = task.spec.get("ContainerSpec") or {}
     body: dict[str, Any] = {
         "Image": spec.get("Image", ""),
@@ -87,6 +90,8 @@ def create_body(service: Service, task: Task) -> dict[str, Any]:
     if health:
         body["Healthcheck"] = health
     body["HostConfig"] = _host_config(task, spec)
+    if files:
+        body["HostConfig"]["Mounts"] = [*body["HostConfig"].get("Mounts", []), *files]
     targets = networks_of(task)
     if targets:
         # The first network at create, the others connected before start (as dockerd

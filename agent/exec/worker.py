@@ -14,6 +14,8 @@ status; the control plane alone its desired state.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +31,7 @@ from agent.exec.container import (
     service_names,
 )
 from agent.exec.steps import Action, Observed, Step, next_step
-from orchestr.api.swarm import Service, Task, TaskState, TaskStatus
+from orchestr.api.swarm import Service, Task, TaskFile, TaskState, TaskStatus
 
 log = logging.getLogger("orchestr.agent.worker")
 
@@ -46,6 +48,10 @@ class TaskSource(Protocol):
         ...
 
     def report(self, task_id: str, status: TaskStatus) -> None: ...
+
+    def files(self, task: Task) -> list[TaskFile]:
+        """The task's secrets and configs as files (LookupError names one gone)."""
+        ...
 
     def on_change(self, wake: Callable[[], None]) -> None:
         """Call `wake` whenever tasks may have changed."""
@@ -84,10 +90,13 @@ DRAIN = 0.5  # seconds between leaving the load balancer and the stop signal
 
 
 class Worker:
-    def __init__(self, node_id: str, source: TaskSource, containers: Containers) -> None:
+    def __init__(
+        self, node_id: str, source: TaskSource, containers: Containers, files_root: str
+    ) -> None:
         self.node_id = node_id
         self.source = source
         self.containers = containers
+        self.files = TaskFiles(files_root)
         self.wakeup = threading.Event()
         self.pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="task")
         self.busy: set[str] = set()  # tasks with an action under way
@@ -161,6 +170,7 @@ class Worker:
             if task_id not in known and task_id not in was_busy:
                 log.info("worker: removing container %s of a task gone", record.name)
                 self.containers.remove(record.id, force=True)
+        self.files.keep_only(known | was_busy)
         return moved
 
     def _sync_endpoints(
@@ -219,8 +229,9 @@ class Worker:
         state, message, err = step.state, step.message, step.err
         try:
             if step.action == Action.CREATE:
+                mounts = self.files.write(task.id, self.source.files(task))
                 made, _warnings = self.containers.create(
-                    create_body(service, task), container_name(service, task)
+                    create_body(service, task, mounts), container_name(service, task)
                 )
                 container_id = made.id
                 for network in networks_of(task)[1:]:
@@ -257,6 +268,45 @@ class Worker:
                 started_at=status.started_at or (now if state == TaskState.RUNNING else 0.0),
             ),
         )
+
+
+class TaskFiles:
+    """The files of the tasks' secrets and configs, one directory per task under `root`
+    (the exec root: a tmpfs, so a secret is never written to disk), bind-mounted
+    read-only into the task's container. A task's directory goes with the task."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def write(self, task_id: str, files: list[TaskFile]) -> list[dict[str, Any]]:
+        """Write a task's files; the container's mounts of them."""
+        if not files:
+            return []
+        directory = os.path.join(self.root, task_id)
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, mode=0o700)
+        mounts = []
+        for i, f in enumerate(files):
+            path = os.path.join(directory, str(i))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, f.data)
+                os.fchown(fd, f.uid, f.gid)
+                os.fchmod(fd, f.mode)
+            finally:
+                os.close(fd)
+            mounts.append({"Type": "bind", "Source": path, "Target": f.target, "ReadOnly": True})
+        return mounts
+
+    def keep_only(self, task_ids: set[str]) -> None:
+        """Remove the directories of tasks no longer known."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name not in task_ids:
+                shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
 
 
 def _in_state(task: Task, state: TaskState) -> Task:

@@ -13,7 +13,8 @@ Shaped after swarmkit's task model, which the Engine API's services and tasks sh
   it is healthy, and failed when it turns unhealthy (as Swarm's agent does), so the
   deciders read readiness from the state alone;
 - a `Node` is a machine that runs tasks: its availability, readiness, labels and the
-  resources it offers.
+  resources it offers;
+- a `Secret` or `Config` is a named blob that tasks get as a file (`TaskFile`).
 
 The deciders (orchestr/orchestrator, orchestr/scheduler, orchestr/updater) read these as
 frozen snapshots and return plans; nothing here does I/O. The few spec fields the
@@ -23,8 +24,10 @@ deciders need are read through the typed views at the bottom (`replicas`,
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
@@ -184,6 +187,59 @@ class Node(BaseModel):
     os: str = "linux"
     arch: str = "x86_64"
     resources: Resources = Field(default_factory=Resources)  # what it offers in all
+
+
+class Secret(BaseModel):
+    """A secret (or, as `Config`, a config): a named blob kept in the store and mounted
+    as a file into the containers of the services that reference it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    spec: dict[str, Any]  # SecretSpec / ConfigSpec: Name, Labels, Data (base64)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.get("Name", ""))
+
+    @property
+    def data(self) -> bytes:
+        return base64.b64decode(str(self.spec.get("Data") or ""))
+
+
+class Config(Secret):
+    pass
+
+
+@dataclass(frozen=True)
+class TaskFile:
+    """A secret or config as a file of a task's container."""
+
+    target: str  # absolute path in the container
+    data: bytes
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o444
+
+
+def file_refs(container: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """ContainerSpec's secret and config references, as ("secret" | "config", ref)."""
+    out = []
+    for kind, field in (("secret", "Secrets"), ("config", "Configs")):
+        for ref in container.get(field) or []:
+            out.append((kind, ref if isinstance(ref, dict) else {}))
+    return out
+
+
+def file_target(kind: str, ref: dict[str, Any]) -> str:
+    """Where a reference's file goes: a relative name under /run/secrets for a secret,
+    under / for a config (Swarm's places); an absolute path as it is."""
+    name = str((ref.get("File") or {}).get("Name") or ref.get(f"{kind.title()}Name") or "")
+    if name.startswith("/"):
+        return name
+    return f"/run/secrets/{name}" if kind == "secret" else f"/{name}"
 
 
 class SwarmCluster(BaseModel):

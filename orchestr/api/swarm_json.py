@@ -14,6 +14,7 @@ from typing import Any
 
 from orchestr.api.swarm import (
     Node,
+    Secret,
     Service,
     SwarmCluster,
     Task,
@@ -174,4 +175,16 @@ def cluster_json(cluster: SwarmCluster, index: int, *, history: int) -> dict[str
         },
         "TLSInfo": {},
         "RootRotationInProgress": False,
+    }
+
+
+def secret_json(obj: Secret, index: int, *, with_data: bool) -> dict[str, Any]:
+    """A Secret or a Config: a secret's data is never shown (`with_data` for configs)."""
+    spec = {k: v for k, v in obj.spec.items() if with_data or k != "Data"}
+    return {
+        "ID": obj.id,
+        "Version": {"Index": index},
+        "CreatedAt": rfc3339(obj.created_at),
+        "UpdatedAt": rfc3339(obj.updated_at),
+        "Spec": spec,
     }

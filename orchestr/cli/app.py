@@ -22,7 +22,9 @@ HOST_ENV = "ORCHESTR_HOST"
 
 # Commands users know from Docker/Compose that later stages build; until then
 # they say so plainly instead of pretending to work.
-_PLANNED: dict[str, str] = {}
+_PLANNED: dict[str, str] = {
+    "swarm": "clusters of several nodes (each daemon is a cluster of one until then)",
+}
 
 
 class Context:

@@ -241,14 +241,17 @@ class Daemon:
         )
         router.include(ContainersApi(containers).router)
         router.include(VolumesApi(volumes).router)
-        router.include(NetworksApi(network, containers).router)
+        networks_api = NetworksApi(network, containers)
+        router.include(networks_api.router)
         # A cluster of one: the store, the manager's controller and this node's worker.
         store = await asyncio.to_thread(open_store, self.data_root)
         node_id = _node_id(self.data_root)
         cluster = Cluster(store, node_id, logs=NodeLogs(containers))
-        worker = Worker(node_id, cluster.tasks, ServiceContainers(containers))
+        files_root = os.path.join(self.exec_root, "tasks")  # secrets: not on disk
+        worker = Worker(node_id, cluster.tasks, ServiceContainers(containers), files_root)
         await asyncio.to_thread(cluster.start, {"worker": worker.run})
         system.swarm = cluster.api.swarm_info
+        networks_api.services_using = cluster.api.services_using
         router.include(cluster.router)
         server = Server(router)
         sockets = []

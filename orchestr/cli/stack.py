@@ -77,8 +77,9 @@ def deploy_project(client: Any, project: Any, *, prune: bool = False) -> list[st
     specs = convert.stack_specs(project, environ=dict(os.environ))
     for line in specs.warnings:
         click.echo(line, err=True)
-    if specs.secrets or specs.configs:
-        raise OrchestrError("stack deploy: secrets and configs of services are not supported yet")
+    for kind, bodies in (("secret", specs.secrets), ("config", specs.configs)):
+        for body in bodies:
+            _create_or_label(client, kind, body)
     for network in specs.external_networks:
         try:
             client.json("GET", f"/networks/{_q(network)}")
@@ -122,6 +123,30 @@ def deploy_project(client: Any, project: Any, *, prune: bool = False) -> list[st
                 click.echo(f"Removing service {service['Spec']['Name']}")
                 client.json("DELETE", f"/services/{service['ID']}")
     return deployed
+
+
+def _create_or_label(client: Any, kind: str, body: dict[str, Any]) -> None:
+    """Create a stack's secret or config, or bring its labels up to date (its data cannot
+    change: the daemon says so, naming it)."""
+    try:
+        current = client.json("GET", f"/{kind}s/{_q(body['Name'])}")
+    except OrchestrError as e:
+        if not _missing(e):
+            raise
+        click.echo(f"Creating {kind} {body['Name']}")
+        client.json("POST", f"/{kind}s/create", json=body)
+        return
+    if kind == "config" and current["Spec"].get("Data") != body.get("Data"):
+        raise OrchestrError(
+            f"config {body['Name']} exists with other content: a config cannot change"
+            " (give the new content another name)"
+        )
+    client.request(
+        "POST",
+        f"/{kind}s/{current['ID']}/update",
+        params={"version": current["Version"]["Index"]},
+        json=body,
+    )
 
 
 def wait_converged(client: Any, names: list[str], timeout: float = 0) -> None:
@@ -168,17 +193,22 @@ def _completed(client: Any, service: dict[str, Any]) -> bool:
 
 
 def remove_stack(client: Any, name: str) -> bool:
-    """Remove a stack's services, then its networks; whether there was anything."""
+    """Remove a stack's services, then its secrets, configs and networks, as `docker
+    stack rm` does; whether there was anything."""
     services = _stack_services(client, name)
-    networks = client.json(
-        "GET", "/networks", params={"filters": json.dumps({"label": [f"{NAMESPACE}={name}"]})}
-    )
+    labelled = {"filters": json.dumps({"label": [f"{NAMESPACE}={name}"]})}
+    networks = client.json("GET", "/networks", params=labelled)
+    files = {k: client.json("GET", f"/{k}s", params=labelled) for k in ("secret", "config")}
     for s in services:
         click.echo(f"Removing service {s['Spec']['Name']}")
         client.json("DELETE", f"/services/{s['ID']}")
+    for kind, found in files.items():
+        for f in found or []:
+            click.echo(f"Removing {kind} {f['Spec']['Name']}")
+            client.request("DELETE", f"/{kind}s/{f['ID']}")
     for n in networks or []:
         _remove_network(client, n["Name"])
-    return bool(services or networks)
+    return bool(services or networks or any(files.values()))
 
 
 def _local_network(body: dict[str, Any]) -> dict[str, Any]:

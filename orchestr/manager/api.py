@@ -14,6 +14,8 @@
     GET    /tasks/{id}/logs         log stream
     GET    /nodes                   [Node]               filters: id, name, role, membership
     GET    /nodes/{id}              Node                 by ID, hostname or "self"
+    GET    /swarm                   ClusterInfo          a cluster of one
+    /secrets, /configs                                   orchestr.manager.files
 
 Specs are stored with Swarm's effective defaults filled in (orchestr.compose.deploy's
 `with_defaults`: monitor 5 s, restart delay 5 s, …), so that `docker service inspect`
@@ -46,10 +48,20 @@ from orchestr.api.swarm import (
 )
 from orchestr.api.swarm_json import cluster_json, node_json, service_json, task_json
 from orchestr.compose.deploy import with_defaults
+from orchestr.manager import files
 from orchestr.manager.controller import new_object_id
 from orchestr.manager.decide import HISTORY
 from orchestr.manager.logs import LogStream, Options
-from orchestr.manager.repo import CLUSTER, NODES, SERVICES, TASKS, Read, Repo, encode
+from orchestr.manager.repo import (
+    CLUSTER,
+    NODES,
+    SERVICES,
+    TASKS,
+    Read,
+    Repo,
+    encode,
+    lookup,
+)
 from orchestr.scheduler.filters import ConstraintError, parse_constraint
 from orchestr.state.base import Compare, Delete, Put
 
@@ -67,16 +79,6 @@ NOT_YET = (
     ("POST", "/swarm/update"),
     ("GET", "/swarm/unlockkey"),
     ("POST", "/swarm/unlock"),
-    ("GET", "/secrets"),
-    ("POST", "/secrets/create"),
-    ("GET", "/secrets/{id}"),
-    ("POST", "/secrets/{id}/update"),
-    ("DELETE", "/secrets/{id}"),
-    ("GET", "/configs"),
-    ("POST", "/configs/create"),
-    ("GET", "/configs/{id}"),
-    ("POST", "/configs/{id}/update"),
-    ("DELETE", "/configs/{id}"),
 )
 
 
@@ -103,9 +105,6 @@ def check_spec(spec: Any) -> dict[str, Any]:
         raise ValueError("ContainerSpec: image reference must be provided")
     if template.get("PluginSpec") or template.get("NetworkAttachmentSpec"):
         raise ValueError("TaskTemplate: only ContainerSpec tasks are supported")
-    for field in ("Secrets", "Configs"):
-        if container.get(field):
-            raise ValueError(f"ContainerSpec.{field}: not supported yet")
     security_options(container)
     driver = (template.get("LogDriver") or {}).get("Name")
     if driver and driver != "json-file":
@@ -162,6 +161,8 @@ class ServicesApi:
         r.route("POST", "/swarm/init")(self.already_in_swarm)
         r.route("POST", "/swarm/join")(self.already_in_swarm)
         # Swarm's other endpoints: a clear answer, not a 404 that looks like a typo.
+        for kind in (files.SECRET, files.CONFIG):
+            r.include(files.FilesApi(repo, kind, clock).router)
         for method, path in NOT_YET:
             r.route(method, path)(self.not_yet)
 
@@ -191,8 +192,10 @@ class ServicesApi:
         read = self.repo.snapshot()
         if any(s.name == name for s in read.services.values()):
             raise Conflict(f"service {name} already exists (name conflicts with an existing one)")
+        resolved, held = files.resolve(self.repo.store, spec)
+        service = service.model_copy(update={"spec": resolved})
         key = SERVICES + service_id
-        compares = [Compare.absent(key)] + [
+        compares = [Compare.absent(key), *held] + [
             Compare.mod_revision(SERVICES + s, "==", read.mod_of(SERVICES + s))
             for s in read.services
         ]
@@ -275,8 +278,10 @@ class ServicesApi:
                     "update_status": None,
                 }
             )
+        resolved, held = files.resolve(self.repo.store, new.spec)
+        new = new.model_copy(update={"spec": resolved})
         result = self.repo.store.txn(
-            [Compare.mod_revision(key, "==", current)], [Put(key, encode(new))], []
+            [Compare.mod_revision(key, "==", current), *held], [Put(key, encode(new))], []
         )
         if not result.succeeded:
             raise Conflict(f"update out of sequence: service {service.name} changed meanwhile")
@@ -386,6 +391,17 @@ class ServicesApi:
             return json_response(node_json(matches[0], read.mod_of(NODES + matches[0].id)))
         raise HttpError(404, f"node {ref} not found")
 
+    def services_using(self, network_refs: list[str]) -> list[str]:
+        """The names of the services whose tasks join a network (named by its ID or
+        name, as a service's NetworkAttachmentConfig.Target may be)."""
+        read = self.repo.snapshot()
+        wanted = set(network_refs)
+        return sorted(
+            s.name
+            for s in read.services.values()
+            if any(n.get("Target") in wanted for n in s.template.get("Networks") or [])
+        )
+
     # -- the swarm -----------------------------------------------------------------------
 
     def swarm_info(self) -> dict[str, Any]:
@@ -433,16 +449,10 @@ def _nodes(read: Read) -> list[Any]:
 
 
 def _find_service(read: Read, ref: str) -> Service:
-    services = read.services
-    if ref in services:
-        return services[ref]
-    by_name = [s for s in services.values() if s.name == ref]
-    if len(by_name) == 1:
-        return by_name[0]
-    by_prefix = [s for s in services.values() if s.id.startswith(ref)]
-    if len(by_prefix) == 1:
-        return by_prefix[0]
-    raise NotFound(f"service {ref} not found")
+    found = lookup(read.services, ref)
+    if found is None:
+        raise NotFound(f"service {ref} not found")
+    return found
 
 
 def _find_task(read: Read, ref: str) -> Task:

@@ -24,11 +24,15 @@ from orchestr.api.swarm import (
     Service,
     SwarmCluster,
     Task,
+    TaskFile,
     TaskState,
     TaskStatus,
+    file_refs,
+    file_target,
 )
 from orchestr.manager.api import ServicesApi
 from orchestr.manager.controller import Controller, new_object_id
+from orchestr.manager.files import KINDS
 from orchestr.manager.repo import CLUSTER, NODES, TASKS, Repo, encode
 from orchestr.state.base import Compare, Put, Store
 from orchestr.state.errors import Closed, StoreError
@@ -83,6 +87,30 @@ class StoreTasks:
             return task.model_copy(update={"status": status})
 
         self.repo.update(Task, TASKS + task_id, change)
+
+    def files(self, task: Task) -> list[TaskFile]:
+        """The task's secrets and configs, read from the store, as files."""
+        out = []
+        container = task.spec.get("ContainerSpec") or {}
+        for kind, ref in file_refs(container):
+            noun = kind.title()
+            found = self.store.get(KINDS[kind].prefix + str(ref.get(f"{noun}ID") or ""))
+            if found is None:
+                raise LookupError(
+                    f"{kind} {ref.get(f'{noun}Name') or ref.get(f'{noun}ID')} is gone"
+                )
+            obj = KINDS[kind].model.model_validate_json(found.value)
+            file = ref.get("File") or {}
+            out.append(
+                TaskFile(
+                    target=file_target(kind, ref),
+                    data=obj.data,
+                    uid=int(file.get("UID") or 0),
+                    gid=int(file.get("GID") or 0),
+                    mode=int(file.get("Mode", 0o444)),
+                )
+            )
+        return out
 
     def on_change(self, wake: Callable[[], None]) -> None:
         self._wakers.append(wake)

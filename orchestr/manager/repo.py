@@ -1,6 +1,7 @@
 """The control plane's objects in the store: where each lives and how it is written.
 
-Keys: `services/<id>`, `tasks/<id>`, `nodes/<id>`, `cluster`; values: the pydantic objects as
+Keys: `services/<id>`, `tasks/<id>`, `nodes/<id>`, `secrets/<id>`, `configs/<id>`,
+`cluster`; values: the pydantic objects as
 JSON. A `snapshot()` reads the three prefixes in one transaction (one revision), and
 remembers each key's mod_revision; `commit(snapshot, …)` writes objects only if none of
 the keys it writes changed since that snapshot (and a new key is still absent) — one
@@ -10,9 +11,9 @@ desired states, the node agent tasks' statuses, each by `update_task`'s read-mod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -22,6 +23,7 @@ from orchestr.state.base import Compare, Delete, Op, Put, Store
 
 SERVICES, TASKS, NODES = "services/", "tasks/", "nodes/"
 CLUSTER = "cluster"  # the SwarmCluster
+SECRETS, CONFIGS = "secrets/", "configs/"  # orchestr.manager.files
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,6 +35,30 @@ class Read(Snapshot):
 
     def mod_of(self, key: str) -> int:
         return (self.mod or {}).get(key, 0)
+
+
+class Named(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+N = TypeVar("N", bound=Named)
+
+
+def lookup(objects: Mapping[str, N], ref: str) -> N | None:
+    """An object by ID, by name, or by a unique ID prefix, as dockerd looks them up."""
+    if ref in objects:
+        return objects[ref]
+    for candidates in (
+        [o for o in objects.values() if o.name == ref],
+        [o for o in objects.values() if o.id.startswith(ref)],
+    ):
+        if len(candidates) == 1:
+            return candidates[0]
+    return None
 
 
 def key_of(obj: Service | Task | Node) -> str:

@@ -120,3 +120,83 @@ def test_up_with_services_deploys_the_stack_and_down_removes_it(net: Daemon) -> 
     )
     assert docker_cli(d, "service", "ls", "-q").stdout.strip() == ""
     assert "shop2_default" not in docker_cli(d, "network", "ls").stdout
+
+
+# The docker CLI reads stack files with the old version-3 schema (depends_on a list).
+DOCKER_STACK = """
+version: "3.8"
+services:
+  api:
+    image: busybox:latest
+    command: ["sh", "-c", "mkdir -p /www && echo api > /www/index.html && httpd -f -h /www"]
+    init: true
+    stop_grace_period: 1s
+    deploy: {replicas: 3}
+  web:
+    image: busybox:latest
+    command: ["sleep", "600"]
+    init: true
+    stop_grace_period: 1s
+    deploy: {replicas: 2}
+    secrets: [pw]
+    configs: [{source: conf, target: /etc/web.conf}]
+secrets:
+  pw: {file: ./pw.txt}
+configs:
+  conf: {file: ./web.conf}
+"""
+
+
+def test_docker_stack_deploy_works_against_a_cluster_of_one(net: Daemon) -> None:
+    d = net
+    stack = d.state_dir / "stack.yml"
+    stack.write_text(DOCKER_STACK)
+    (d.state_dir / "pw.txt").write_text("s3cret")
+    (d.state_dir / "web.conf").write_text("mode=fast\n")
+    deployed = docker_cli(d, "stack", "deploy", "-c", str(stack), "shop")
+    assert "Creating network shop_default" in deployed.stdout, deployed.stderr
+    assert "Creating secret shop_pw" in deployed.stdout
+    until("the stack running", lambda: replicas(d, "shop_web") == "2/2", timeout=90)
+    until("the api running", lambda: replicas(d, "shop_api") == "3/3", timeout=30)
+    ls = docker_cli(d, "stack", "ls", "--format", "{{.Name}} {{.Services}}").stdout.split()
+    assert ls == ["shop", "2"]
+    services = docker_cli(d, "stack", "services", "shop", "--format", "{{.Name}}").stdout
+    assert sorted(services.split()) == ["shop_api", "shop_web"]
+    ps = docker_cli(d, "stack", "ps", "shop", "--format", "{{.Name}}").stdout.split()
+    assert sorted(ps) == ["shop_api.1", "shop_api.2", "shop_api.3", "shop_web.1", "shop_web.2"]
+    network = json.loads(docker_cli(d, "network", "inspect", "shop_default").stdout)[0]
+    assert network["Labels"] == {"com.docker.stack.namespace": "shop"}
+    # The web's tasks reach the API by its service name (the VIP) on the stack's network.
+    web = docker_cli(
+        d, "ps", "-q", "--filter", "label=com.docker.swarm.service.name=shop_web"
+    ).stdout.split()[0]
+    ask = "echo 'GET / HTTP/1.0' | nc -w 2 api 80 | tail -1"
+    assert docker_cli(d, "exec", web, "sh", "-c", ask).stdout.strip() == "api"
+    files = "cat /run/secrets/pw /etc/web.conf"
+    assert docker_cli(d, "exec", web, "sh", "-c", files).stdout == "s3cretmode=fast\n"
+    removed = docker_cli(d, "stack", "rm", "shop")
+    assert "Removing network shop_default" in removed.stdout
+    assert "Removing secret shop_pw" in removed.stdout
+    until("the stack gone", lambda: docker_cli(d, "ps", "-aq").stdout.strip() == "", timeout=60)
+    until(
+        "its network gone",
+        lambda: "shop_default" not in docker_cli(d, "network", "ls").stdout,
+        timeout=30,
+    )
+    assert docker_cli(d, "secret", "ls", "-q").stdout.strip() == ""
+
+    # orchestr's own stack deploy of the same file: the same objects, and gone with rm.
+    ours = orchestr(d, "stack", "deploy", "-c", str(stack), "ours")
+    assert "Creating secret ours_pw" in ours.stdout and "Creating config ours_conf" in ours.stdout
+    until("our stack running", lambda: replicas(d, "ours_web") == "2/2", timeout=90)
+    web = docker_cli(
+        d, "ps", "-q", "--filter", "label=com.docker.swarm.service.name=ours_web"
+    ).stdout.split()[0]
+    assert docker_cli(d, "exec", web, "sh", "-c", files).stdout == "s3cretmode=fast\n"
+    again = orchestr(d, "stack", "deploy", "-c", str(stack), "ours")  # labels only: fine
+    assert "Creating secret" not in again.stdout
+    (d.state_dir / "pw.txt").write_text("changed")
+    changed = orchestr(d, "stack", "deploy", "-c", str(stack), "ours", check=False)
+    assert changed.returncode != 0 and "only updates to Labels are allowed" in changed.stderr
+    orchestr(d, "stack", "rm", "ours")
+    assert docker_cli(d, "config", "ls", "-q").stdout.strip() == ""

@@ -585,6 +585,9 @@ class FakeContainers:
     def network_users(self, network_id: str) -> Users:
         return self.users.get(network_id, [])
 
+    def is_task(self, container_id: str) -> bool:
+        return False
+
     def connect(self, container: str, network: Network, settings: dict[str, Any]) -> None:
         self.calls.append(("connect", container, network.name, settings))
         if self.error is not None:
