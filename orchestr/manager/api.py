@@ -14,6 +14,7 @@
     GET    /tasks/{id}/logs         log stream
     GET    /nodes                   [Node]               filters: id, name, role, membership
     GET    /nodes/{id}              Node                 by ID, hostname or "self"
+    POST   /nodes/{id}/update       200                  ?version=N; labels, availability
     GET    /swarm                   ClusterInfo          a cluster of one
     /secrets, /configs                                   orchestr.manager.files
 
@@ -35,6 +36,7 @@ from orchestr.api.filters import parse_filters
 from orchestr.api.http import HttpError, Request, Response, Router, json_response, off_loop
 from orchestr.api.logstream import ContainerLogs
 from orchestr.api.swarm import (
+    Node,
     Service,
     SwarmCluster,
     Task,
@@ -73,8 +75,6 @@ NODE_FILTERS = frozenset({"id", "name", "role", "membership", "label", "node.lab
 
 
 NOT_YET = (
-    ("POST", "/nodes/{id}/update"),
-    ("DELETE", "/nodes/{id}"),
     ("POST", "/swarm/leave"),
     ("POST", "/swarm/update"),
     ("GET", "/swarm/unlockkey"),
@@ -157,6 +157,8 @@ class ServicesApi:
         r.route("GET", "/tasks/{id}/logs")(self.task_logs)
         r.route("GET", "/nodes")(self.list_nodes)
         r.route("GET", "/nodes/{id}")(self.inspect_node)
+        r.route("POST", "/nodes/{id}/update")(self.update_node)
+        r.route("DELETE", "/nodes/{id}")(self.remove_node)
         r.route("GET", "/swarm")(self.inspect_swarm)
         r.route("POST", "/swarm/init")(self.already_in_swarm)
         r.route("POST", "/swarm/join")(self.already_in_swarm)
@@ -380,16 +382,59 @@ class ServicesApi:
 
     async def inspect_node(self, request: Request) -> Response:
         read = await self._call(self.repo.snapshot)
-        ref = request.params["id"]
+        node = self._find_node(read, request.params["id"])
+        return json_response(node_json(node, read.mod_of(NODES + node.id)))
+
+    def _find_node(self, read: Read, ref: str) -> Node:
         if ref == "self":
             ref = self.node_id
         for node in read.nodes.values():
             if ref in (node.id, node.hostname):
-                return json_response(node_json(node, read.mod_of(NODES + node.id)))
+                return node
         matches = [n for n in read.nodes.values() if n.id.startswith(ref)]
         if len(matches) == 1:
-            return json_response(node_json(matches[0], read.mod_of(NODES + matches[0].id)))
+            return matches[0]
         raise HttpError(404, f"node {ref} not found")
+
+    async def update_node(self, request: Request) -> Response:
+        """`docker node update`: labels, availability (active, pause, drain) and role.
+        Draining moves the node's tasks (on a cluster of one: they wait, pending)."""
+        body = await request.json()
+        version = request.int_arg("version")
+        try:
+            change = _node_spec(body)
+        except ValueError as e:
+            raise HttpError(400, str(e)) from None
+        await self._call(self._update_node, request.params["id"], change, version)
+        return Response(200, b"", None)
+
+    def _update_node(self, ref: str, change: dict[str, Any], version: int | None) -> None:
+        read = self.repo.snapshot()
+        node = self._find_node(read, ref)
+        key = NODES + node.id
+        if version is not None and version != read.mod_of(key):
+            raise Conflict(
+                f"update out of sequence: node {node.hostname} is at version"
+                f" {read.mod_of(key)}, not {version} (inspect it again)"
+            )
+        managers = [n for n in read.nodes.values() if n.role == "manager"]
+        if node.role == "manager" and change["role"] == "worker" and len(managers) == 1:
+            raise ValueError("attempting to demote the last manager of the swarm")
+        new = node.model_copy(update=change)
+        result = self.repo.store.txn(
+            [Compare.mod_revision(key, "==", read.mod_of(key))], [Put(key, encode(new))], []
+        )
+        if not result.succeeded:
+            raise Conflict(f"update out of sequence: node {node.hostname} changed meanwhile")
+
+    async def remove_node(self, request: Request) -> Response:
+        read = await self._call(self.repo.snapshot)
+        node = self._find_node(read, request.params["id"])
+        raise HttpError(
+            400,
+            f"node {node.hostname} is the manager of this cluster of one: it cannot be"
+            " removed (nodes join and leave with clusters of several nodes)",
+        )
 
     def services_using(self, network_refs: list[str]) -> list[str]:
         """The names of the services whose tasks join a network (named by its ID or
@@ -438,6 +483,22 @@ class ServicesApi:
 
 
 NODE_ADDR = "127.0.0.1"  # a cluster of one listens to no other node
+
+
+def _node_spec(body: Any) -> dict[str, Any]:
+    """A NodeSpec as the fields of a Node it changes; ValueError names a bad one."""
+    if not isinstance(body, dict):
+        raise ValueError("the request body must be a JSON object (NodeSpec)")
+    role = body.get("Role") or "manager"
+    if role not in ("manager", "worker"):
+        raise ValueError(f"Role: manager or worker, not {role!r}")
+    availability = body.get("Availability") or "active"
+    if availability not in ("active", "pause", "drain"):
+        raise ValueError(f"Availability: active, pause or drain, not {availability!r}")
+    labels = body.get("Labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise ValueError("Labels: an object of strings")
+    return {"role": role, "availability": availability, "labels": dict(labels)}
 
 
 def _truthy(values: list[str] | None) -> bool:

@@ -14,6 +14,8 @@ The rules, as swarmkit's replicated and global orchestrators:
   removed, those not running first, then the highest.
 - A global service has one slot per node that is ready, active and meets the service's
   constraints; a task on a node that no longer qualifies is shut down (drain).
+- A replicated task on a node that is drained, down or gone is shut down and a new task
+  made in its slot, for the scheduler to place elsewhere (or leave pending).
 - A slot whose wanted tasks have all ended is handled by the restart policy (restart.py):
   restarted now (the ended task is marked shut down and a new one made in its slot),
   later (`wake_at`), or never.
@@ -96,15 +98,27 @@ def reconcile(
     mine = [t for t in tasks if t.service_id == service.id]
     if is_global(service.spec):
         return _reconcile_global(service, mine, nodes, now, new_id)
-    return _reconcile_replicated(service, mine, now, new_id)
+    return _reconcile_replicated(service, mine, nodes, now, new_id)
 
 
-def _reconcile_replicated(service: Service, tasks: list[Task], now: float, new_id: NewId) -> Plan:
+def _reconcile_replicated(
+    service: Service, tasks: list[Task], nodes: list[Node], now: float, new_id: NewId
+) -> Plan:
     plan = Plan()
     slots = group_by_slot(tasks)
     occupied = {slot: ts for slot, ts in slots.items() if wanted(ts)}
     want = replicas(service.spec)
+    # A task on a node that is drained, down or gone moves: shut down, and a new task
+    # in its slot for the scheduler to place (swarmkit's drain).
+    usable = {n.id for n in nodes if n.ready and n.availability != "drain"}
     for slot, ts in occupied.items():
+        stranded = [t for t in ts if t.node_id and t.node_id not in usable and t.alive]
+        if stranded and len(occupied) <= want:
+            for t in stranded:
+                plan.update.append(with_desired(t, TaskState.SHUTDOWN))
+            plan.create.append(new_task(service, new_id, now, slot=int(slot)))
+            plan.notes.append(f"slot {slot}: its node is not available, the task moves")
+            continue
         _restart_slot(service, ts, slots[slot], now, new_id, plan, slot=int(slot))
     if len(occupied) < want:
         free = (s for s in itertools.count(1) if s not in occupied)

@@ -264,3 +264,39 @@ def test_docker_info_shows_a_cluster_of_one(net: Daemon) -> None:
     assert f"ClusterID: {swarm['Cluster']['ID']}" in text
     init = docker_cli(d, "swarm", "init", check=False)
     assert init.returncode != 0 and "already part of a swarm" in init.stderr
+
+
+def test_node_labels_place_tasks_and_a_drained_node_lets_them_go(net: Daemon) -> None:
+    d = net
+    docker_cli(
+        d, "service", "create", "--detach", "--name", "zoned", "--replicas", "2",
+        "--constraint", "node.labels.zone==a", "--stop-grace-period", "1s",
+        "busybox:latest", "sleep", "600",
+    )  # fmt: skip
+
+    def states() -> list[str]:
+        return [
+            t["CurrentState"].split()[0]
+            for t in tasks(d, "zoned")
+            if t["DesiredState"] == "Running"
+        ]
+
+    until("the tasks pending", lambda: states() == ["Pending", "Pending"])
+    pending = docker_cli(d, "service", "ps", "--no-trunc", "--format", "{{.Error}}", "zoned")
+    assert "no suitable node" in pending.stdout
+    docker_cli(d, "node", "update", "--label-add", "zone=a", "self")
+    until("the tasks running", lambda: replicas(d, "zoned") == "2/2")
+
+    docker_cli(d, "node", "update", "--availability", "drain", "self")
+    ls = docker_cli(d, "node", "ls", "--format", "{{.Availability}}").stdout.strip()
+    assert ls == "Drain"
+    until("the tasks gone from the drained node", lambda: running(d, "zoned") == [])
+    assert states() == ["Pending", "Pending"]
+    docker_cli(d, "node", "update", "--availability", "active", "self")
+    until("the tasks back", lambda: replicas(d, "zoned") == "2/2")
+
+    demote = docker_cli(d, "node", "demote", "self", check=False)
+    assert demote.returncode != 0 and "last manager" in demote.stderr
+    rm = docker_cli(d, "node", "rm", "self", check=False)
+    assert rm.returncode != 0 and "cannot be removed" in rm.stderr
+    docker_cli(d, "service", "rm", "zoned")

@@ -97,6 +97,23 @@ def test_scale_down_removes_what_does_not_run_first_then_the_highest_slots() -> 
     ]
 
 
+def test_tasks_on_a_drained_down_or_gone_node_move_and_a_paused_node_keeps_them() -> None:
+    tasks = [task(f"t{i}", i, TaskState.RUNNING) for i in (1, 2)]
+    for nodes in (
+        [Node(id="n1", availability="drain")],
+        [Node(id="n1", ready=False)],
+        [Node(id="n2")],
+    ):
+        plan = plan_for(service(2), tasks, nodes)
+        assert sorted((t.id, t.desired_state) for t in plan.update) == [
+            ("t1", TaskState.SHUTDOWN),
+            ("t2", TaskState.SHUTDOWN),
+        ]
+        # New tasks in the same slots, for the scheduler to place (or leave pending).
+        assert sorted((t.slot, t.node_id) for t in plan.create) == [(1, ""), (2, "")]
+    assert not plan_for(service(2), tasks, [Node(id="n1", availability="pause")])
+
+
 def test_a_converged_service_needs_nothing() -> None:
     tasks = [task(f"t{i}", i, TaskState.RUNNING) for i in (1, 2, 3)]
     assert not plan_for(service(3), tasks)
