@@ -35,6 +35,7 @@ import os
 import re
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
@@ -205,6 +206,8 @@ class OverlaySnapshotter:
         self._metadata_path = os.path.join(self.root, "metadata.json")
         self._lock_path = os.path.join(self.root, "metadata.lock")
         os.makedirs(self.snapshots_dir, mode=0o700, exist_ok=True)
+        self._flights: dict[str, threading.Lock] = {}  # chain ID -> its unpacking
+        self._flights_lock = threading.Lock()
 
     # -- metadata
 
@@ -266,10 +269,27 @@ class OverlaySnapshotter:
         is refused (DiffIDMismatch) and leaves nothing behind.
         """
         compression_of(media_type)  # an unsupported media type fails before any I/O
-        if expected_diff_id is not None:
-            known = next_chain_id(parent_chain, expected_diff_id)
+        if expected_diff_id is None:
+            return self._unpack_new(parent_chain, layer, media_type, None)
+        known = next_chain_id(parent_chain, expected_diff_id)
+        if known in self._load().snapshots:
+            return known
+        # One unpacking per layer: the containers of a new service all ask for its image
+        # at once, and would each unpack it (their CPU shared) to keep one.
+        with self._flights_lock:
+            flight = self._flights.setdefault(known, threading.Lock())
+        with flight:
             if known in self._load().snapshots:
                 return known
+            return self._unpack_new(parent_chain, layer, media_type, expected_diff_id)
+
+    def _unpack_new(
+        self,
+        parent_chain: str | None,
+        layer: BinaryIO,
+        media_type: str,
+        expected_diff_id: str | None,
+    ) -> str:
         metadata = self._load()
         parents = (
             [self._fs_dir(s) for s in self._chain(metadata, parent_chain)]

@@ -303,3 +303,40 @@ def test_busybox_image_runs_on_its_snapshots(
     assert out.stdout == "hello from the top layer\nno-group\n"
     assert (state_dir / "container/upper/tmp/w").read_text() == "hi\n"
     assert (rootfs / "tmp/w").exists()
+
+
+def test_a_layer_asked_for_at_once_is_unpacked_once(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tasks of a new service all create their containers at once: one unpacking of
+    # the image's layer, the others wait for it (they used to each unpack it, to keep one).
+    import hashlib
+    import threading
+
+    from agent.snapshots import overlay
+
+    data = layer(d("etc"), f("etc/greeting", "hello")).getvalue()
+    diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
+    snapshots = OverlaySnapshotter(str(state_dir / "snapshots"))
+    calls = []
+    real = overlay.unpack_to_snapshot
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(overlay, "unpack_to_snapshot", counted)
+    chains: list[str] = []
+    go = threading.Barrier(8)
+
+    def create() -> None:
+        go.wait()
+        chains.append(snapshots.unpack(None, io.BytesIO(data), TAR, diff_id))
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(set(chains)) == 1 and len(chains) == 8
+    assert sorted(os.listdir(snapshots.snapshots_dir)) == ["1"]  # no staging left
