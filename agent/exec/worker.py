@@ -237,10 +237,10 @@ class Worker:
                 for network in networks_of(task)[1:]:
                     self.containers.connect(container_id, network)
                 if task.desired_state == TaskState.RUNNING:  # and start it, in one go
-                    self.containers.start(container_id)
-                    state, message = TaskState.STARTING, "starting"
+                    started = self.containers.start(container_id)
+                    state, message = _after_start(task, started)
             elif step.action == Action.START:
-                self.containers.start(container_id)
+                state, message = _after_start(task, self.containers.start(container_id))
             elif step.action == Action.STOP:
                 if networks_of(task) and step.state == TaskState.SHUTDOWN:
                     time.sleep(DRAIN)  # out of the balancer already: let requests finish
@@ -326,6 +326,15 @@ def _address_on(record: Any, network: str) -> str:
             None,
         )
     return str((settings or {}).get("IPAddress") or "")
+
+
+def _after_start(task: Task, record: Any) -> tuple[TaskState, str]:
+    """Starting, or already running: a container without a health check runs once
+    started (one status write instead of two, and no round in between)."""
+    after = next_step(_in_state(task, TaskState.STARTING), _observe(record))
+    if after.action == Action.NONE and after.state == TaskState.RUNNING:
+        return TaskState.RUNNING, after.message
+    return TaskState.STARTING, "starting"
 
 
 def _observe(record: Any) -> Observed | None:

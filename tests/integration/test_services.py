@@ -134,7 +134,7 @@ def test_bad_service_requests_get_clear_errors(net: Daemon) -> None:
         d, "service", "create", "--detach", "-p", "8080:80", "busybox:latest", check=False
     )
     assert ports.returncode != 0 and "not supported yet" in ports.stderr
-    for args in (("node", "update", "--availability", "drain", "self"), ("swarm", "leave")):
+    for args in (("swarm", "update", "--task-history-limit", "3"), ("swarm", "leave")):
         unbuilt = docker_cli(d, *args, check=False)
         assert unbuilt.returncode != 0 and "not supported yet" in unbuilt.stderr, args
     missing = docker_cli(d, "service", "inspect", "nope", check=False)

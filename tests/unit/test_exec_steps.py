@@ -109,3 +109,24 @@ def test_a_task_not_yet_placed_or_already_ended_is_left_alone() -> None:
 def test_a_running_task_whose_container_vanished_fails() -> None:
     step = next_step(task(TaskState.RUNNING), None)
     assert step.state == TaskState.FAILED and "gone" in step.err
+
+
+def test_a_started_container_runs_at_once_unless_it_has_a_health_check() -> None:
+    from types import SimpleNamespace
+
+    from agent.exec.worker import _after_start
+
+    def record(status: str, health: str | None = None) -> object:
+        return SimpleNamespace(
+            id="c1",
+            status=status,
+            health={"Status": health} if health else None,
+            started_at="2026-11-29T00:00:00Z",
+            exit_code=0,
+        )
+
+    t = task(TaskState.READY)
+    assert _after_start(t, record("running")) == (TaskState.RUNNING, "started")
+    assert _after_start(t, record("running", "starting")) == (TaskState.STARTING, "starting")
+    # It exited already: the next round reports how.
+    assert _after_start(t, record("exited")) == (TaskState.STARTING, "starting")
