@@ -25,8 +25,10 @@ deciders need are read through the typed views at the bottom (`replicas`,
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -92,9 +94,16 @@ class Task(BaseModel):
     created_at: float = 0.0
     pending_reason: str = ""  # why the scheduler has not placed it
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
+        """Its spec's digest, computed once per object (the deciders ask every round)."""
         return spec_digest(self.spec)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Task:
+        copied = super().model_copy(update=update, deep=deep)
+        if update and "spec" in update:
+            copied.__dict__.pop("digest", None)  # computed again from the new spec
+        return copied
 
     @property
     def state(self) -> TaskState:

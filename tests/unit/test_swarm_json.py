@@ -190,3 +190,10 @@ def test_privileges_run_as_security_options_or_are_refused_by_name() -> None:
     ):
         with pytest.raises(ValueError, match=words):
             security_options({"Privileges": privileges})
+
+
+def test_a_tasks_digest_is_kept_but_not_across_a_new_spec() -> None:
+    t = task(1, TaskState.RUNNING)
+    first = t.digest
+    assert t.model_copy(update={"slot": 2}).digest == first
+    assert t.model_copy(update={"spec": {"ContainerSpec": {"Image": "b"}}}).digest != first
