@@ -28,7 +28,15 @@ from agent.containers.spec import ContainerSpec, SpecError
 from agent.images.store import ImageNotFound
 from agent.network import NetworkError
 from agent.network.ports import PortError, PortMapping, ports_for_inspect, ports_for_list
-from orchestr.api.http import HttpError, Request, Response, Router, json_response, off_loop
+from orchestr.api.http import (
+    HttpError,
+    Request,
+    Response,
+    Router,
+    in_thread,
+    json_response,
+    off_loop,
+)
 from orchestr.api.logstream import MULTIPLEXED, RAW, parse_since, render
 
 _STATUSES = (
@@ -556,7 +564,7 @@ class ContainersApi:
                 finally:
                     loop.call_soon_threadsafe(queue.put_nowait, None)
 
-            worker = loop.run_in_executor(None, tail_file)
+            worker = in_thread(tail_file)  # as long as the client follows
             try:
                 while (data := await queue.get()) is not None:
                     await request.write(data)

@@ -30,13 +30,16 @@ import os
 import re
 import ssl
 import stat
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote
 
 import h11
+
+T = TypeVar("T")
 
 __all__ = [
     "API_VERSION",
@@ -83,6 +86,35 @@ async def off_loop(
             if isinstance(e, kind):
                 raise HttpError(status, str(e)) from None
         raise
+
+
+def in_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """Run `fn` in a thread of its own; its result as a future of the running loop.
+
+    For work that lasts as long as a client watches (following logs, events), which
+    would hold a thread of the loop's executor for as long and starve every other
+    request that needs one."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as e:  # handed to the awaiting side
+            loop.call_soon_threadsafe(settle, None, e)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name=getattr(fn, "__name__", "stream"), daemon=True).start()
+    return future
 
 
 @dataclass
@@ -626,7 +658,7 @@ async def stream_from_thread(
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, done)
 
-    future = loop.run_in_executor(None, run)
+    future = in_thread(run)  # a pull or a build may take minutes
     started = False
     while (doc := await queue.get()) is not done:
         if not started:

@@ -20,6 +20,7 @@ import signal
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import click
@@ -68,7 +69,6 @@ def _clean_interrupted_work(data_root: str) -> None:
 def _stop_everything(containers: Any, supervisor_root: str) -> None:
     """A clean shutdown without --live-restore stops the containers (Docker's default)
     and then the supervisor; after a crash (kill -9) both keep running instead."""
-    from concurrent.futures import ThreadPoolExecutor
 
     def stop(record_id: str) -> None:
         try:  # with its own grace period; not a user's stop (unless-stopped comes back)
@@ -95,6 +95,9 @@ def _stop_everything(containers: Any, supervisor_root: str) -> None:
     except (OSError, ValueError):
         pass
     containers.remove_cgroup_parent()
+
+
+API_THREADS = 64
 
 
 class Daemon:
@@ -175,6 +178,12 @@ class Daemon:
         from orchestr.state.sqlite import open_store
 
         self._check_socket_paths()
+        # The API's blocking calls run in the loop's executor, and some block for long (a
+        # stop waits out a grace period): more threads than asyncio's default (CPUs + 4),
+        # so that a few slow calls do not hold up every other request.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(API_THREADS, thread_name_prefix="api")
+        )
         os.makedirs(self.data_root, mode=0o711, exist_ok=True)
         os.makedirs(self.exec_root, mode=0o711, exist_ok=True)
         self._lock_pid_file()

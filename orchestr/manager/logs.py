@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestr.api.http import HttpError, Request
+from orchestr.api.http import HttpError, Request, in_thread
 from orchestr.api.logstream import (
     MULTIPLEXED,
     RAW,
@@ -155,7 +155,7 @@ class LogStream:
             for task in new:
                 if task.status.container_id and task.id not in followed:
                     # a task whose container came after the client: all its lines
-                    followed[task.id] = loop.run_in_executor(None, tail, task, later)
+                    followed[task.id] = in_thread(tail, task, later)
 
         async def watch_tasks() -> None:
             assert select is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -216,6 +217,52 @@ def test_a_clean_daemon_stop_gives_each_its_grace_and_brings_unless_stopped_back
             time.sleep(0.2)
         assert not state("stays") and not state("user")
         docker_cli(again, "rm", "-f", "back", "stays", "user")
+
+
+def test_many_followers_each_get_their_lines_and_the_api_still_answers(busybox: Daemon) -> None:
+    # Each `logs -f` holds a thread for as long as it follows: ten of them once took
+    # every thread of the API's pool, and the rest (and every other request) waited.
+    names = [f"ticker{i}" for i in range(10)]
+    for name in names:
+        docker_cli(
+            busybox, "run", "-d", "--name", name, "busybox", "sh", "-c",
+            f"while true; do echo {name}; sleep 0.2; done",
+        )  # fmt: skip
+    followers = [
+        subprocess.Popen(
+            ["docker", "logs", "-f", "--tail", "0", name],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=busybox.env(),
+        )
+        for name in names
+    ]
+    try:
+        started = time.monotonic()
+        assert sorted(docker_cli(busybox, "ps", "--format", "{{.Names}}").stdout.split()) == (
+            sorted(names)
+        )
+        assert time.monotonic() - started < 5
+        first: dict[str, str] = {}
+
+        def read_first(name: str, follower: subprocess.Popen[str]) -> None:
+            assert follower.stdout is not None
+            first[name] = follower.stdout.readline().strip()
+
+        readers = [
+            threading.Thread(target=read_first, args=pair, daemon=True)
+            for pair in zip(names, followers, strict=True)
+        ]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(max(0.1, started + 15 - time.monotonic()))
+        assert first == {name: name for name in names}  # every follower got its lines
+    finally:
+        for follower in followers:
+            follower.kill()
+            follower.wait()
+        docker_cli(busybox, "rm", "-f", *names)
 
 
 def test_bad_container_requests_get_4xx(busybox: Daemon) -> None:
