@@ -57,12 +57,14 @@ class Options:
         if not stdout and not stderr:
             raise HttpError(400, "you must choose at least one stream")
         tail_arg = request.arg("tail") or "all"
-        tail: int | None = None
+        tail: int | None = None  # all
         if tail_arg != "all":
             try:
-                tail = max(0, int(tail_arg))
+                tail = int(tail_arg)
             except ValueError:
                 raise HttpError(400, f"tail: a number or 'all', not {tail_arg!r}") from None
+            if tail < 0:
+                tail = None  # dockerd: a negative tail means all
         try:
             since = parse_since(request.arg("since"))
         except ValueError as e:
