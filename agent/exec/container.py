@@ -57,6 +57,28 @@ def service_names(service: Service) -> dict[str, list[str]]:
     return out
 
 
+def ingress_ports(service: Service) -> list[tuple[int, str, int]]:
+    """(published port, protocol, target port) of each port the service publishes in
+    ingress mode (Endpoint.Ports, as the manager gave them)."""
+    return [
+        (int(p["PublishedPort"]), str(p["Protocol"]), int(p["TargetPort"]))
+        for p in service.ports
+        if p.get("PublishMode") == "ingress" and p.get("PublishedPort")
+    ]
+
+
+def host_bindings(service: Service) -> dict[str, list[dict[str, str]]]:
+    """The port bindings of a task's container for the service's host-mode ports (a
+    PublishedPort of 0: any free port of the node)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for p in service.ports:
+        if p.get("PublishMode") == "host":
+            published = str(p.get("PublishedPort") or "")
+            key = f"{p['TargetPort']}/{p['Protocol']}"
+            out.setdefault(key, []).append({"HostIp": "", "HostPort": published})
+    return out
+
+
 def endpoint_mode(service: Service) -> str:
     return str((service.spec.get("EndpointSpec") or {}).get("Mode") or "vip")
 
@@ -90,6 +112,10 @@ def create_body(
     if health:
         body["Healthcheck"] = health
     body["HostConfig"] = _host_config(task, spec)
+    bindings = host_bindings(service)
+    if bindings:
+        body["ExposedPorts"] = {key: {} for key in bindings}
+        body["HostConfig"]["PortBindings"] = bindings
     if files:
         body["HostConfig"]["Mounts"] = [*body["HostConfig"].get("Mounts", []), *files]
     targets = networks_of(task)

@@ -27,6 +27,7 @@ from agent.exec.container import (
     container_name,
     create_body,
     endpoint_mode,
+    ingress_ports,
     networks_of,
     service_names,
 )
@@ -85,6 +86,14 @@ class Containers(Protocol):
 
     def network_id(self, ref: str) -> str: ...
 
+    def set_published(
+        self, key: str, ports: list[tuple[int, str, int]], backends: list[str]
+    ) -> None: ...
+
+    def drop_published(self, key: str) -> None: ...
+
+    def published_keys(self) -> list[str]: ...
+
 
 DRAIN = 0.5  # seconds between leaving the load balancer and the stop signal
 
@@ -102,6 +111,8 @@ class Worker:
         self.busy: set[str] = set()  # tasks with an action under way
         self.lock = threading.Lock()
         self.endpoints: dict[tuple[str, str], tuple[list[str], str, list[str]]] = {}
+        # service id -> (its ingress ports, the containers behind them), as set on the node
+        self.published: dict[str, tuple[list[tuple[int, str, int]], list[str]]] = {}
         source.on_change(self.wakeup.set)
 
     def wake(self) -> None:
@@ -212,6 +223,40 @@ class Worker:
             if (network_id, service_id) not in keep:
                 self.containers.drop_service(network_id, service_id)
         self.endpoints = {k: v for k, v in self.endpoints.items() if k in wanted}
+        self._sync_published(services, assigned, records)
+
+    def _sync_published(
+        self,
+        services: dict[str, Service],
+        assigned: list[tuple[Task, Service]],
+        records: dict[Any, Any],
+    ) -> None:
+        """The ports each service publishes on the node (ingress mode), balanced over its
+        running tasks that are wanted running."""
+        wanted: dict[str, tuple[list[tuple[int, str, int]], list[str]]] = {}
+        for service in services.values():
+            ports = ingress_ports(service)
+            if ports:
+                wanted[service.id] = (ports, [])
+        for task, service in assigned:
+            entry = wanted.get(service.id)
+            record = records.get(task.id)
+            if entry is None or record is None:
+                continue
+            if task.state == TaskState.RUNNING and task.desired_state == TaskState.RUNNING:
+                entry[1].append(record.id)
+        for key, (ports, backends) in wanted.items():
+            backends.sort()
+            if self.published.get(key) != (ports, backends):
+                try:
+                    self.containers.set_published(key, ports, backends)
+                    self.published[key] = (ports, backends)
+                except Exception as e:
+                    log.warning("worker: the ports of service %s: %s", key, e)
+        for key in self.containers.published_keys():
+            if key not in wanted:
+                self.containers.drop_published(key)
+        self.published = {k: v for k, v in self.published.items() if k in wanted}
 
     def _in_background(self, task: Task, service: Service, record: Any, step: Step) -> None:
         try:
@@ -393,3 +438,15 @@ class ServiceContainers:
 
     def network_id(self, ref: str) -> str:
         return str(self.containers.network.get(ref).id)
+
+    def set_published(
+        self, key: str, ports: list[tuple[int, str, int]], backends: list[str]
+    ) -> None:
+        self.containers.network.set_published(key, ports, backends)
+
+    def drop_published(self, key: str) -> None:
+        self.containers.network.drop_published(key)
+
+    def published_keys(self) -> list[str]:
+        network = self.containers.network
+        return list(network.published_keys()) if network is not None else []

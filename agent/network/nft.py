@@ -13,7 +13,9 @@ The table, chain by chain:
   published port is a DNAT rule to container_ip:container_port, limited to
   `ip daddr HOST_IP` when the port was published on one address. Prerouting catches
   traffic arriving from outside and from containers; output catches what the node sends
-  itself, 127.0.0.1 included. No userland proxy is involved.
+  itself, 127.0.0.1 included. No userland proxy is involved. A port a service publishes
+  (Swarm's ingress mode) is one rule there too, to one of its running tasks picked per
+  new connection (`numgen random mod N map {…} : TARGET_PORT`).
 - `services` (jumped to first from prerouting): each service's virtual IP (an address
   of its network, held on the bridge so the node answers ARP for it) is DNATed to one of
   its running tasks, picked per new connection by `numgen random mod N map {…}` —
@@ -62,6 +64,7 @@ from agent.network.base import NetworkError
 
 __all__ = [
     "BridgeRules",
+    "IngressRule",
     "NftError",
     "PortRule",
     "VipRule",
@@ -109,6 +112,36 @@ class VipRule:
 
     vip: str  # an IPv4 address of the network, held on its bridge
     backends: tuple[str, ...]  # the addresses of its running (healthy) tasks
+
+
+@dataclass(frozen=True)
+class IngressRule:
+    """A port a service publishes on the node (Swarm's ingress mode), balanced over the
+    addresses of its running tasks."""
+
+    port: int
+    proto: str
+    target_port: int
+    backends: tuple[str, ...]  # IPv4 addresses
+
+
+def _ingress(rule: IngressRule) -> str | None:
+    """Each new connection to the port goes to a task picked at random; no backends, no
+    rule (the node's own port answers: connection refused)."""
+    if rule.proto not in PROTOS:
+        raise NftError(f"invalid proto: {rule.proto}")
+    try:
+        backends = [ipaddress.IPv4Address(b) for b in rule.backends]
+    except ValueError as e:
+        raise NftError(f"port {rule.port}/{rule.proto}: {e}") from None
+    if not backends:
+        return None
+    match = f"meta nfproto ipv4 {rule.proto} dport {_port(rule.port)}"
+    target = _port(rule.target_port)
+    if len(backends) == 1:
+        return f"{match} dnat ip to {backends[0]}:{target}"
+    pairs = ", ".join(f"{i} : {b}" for i, b in enumerate(backends))
+    return f"{match} dnat ip to numgen random mod {len(backends)} map {{ {pairs} }} : {target}"
 
 
 def _vip(rule: VipRule) -> str | None:
@@ -179,6 +212,7 @@ def ruleset(
     bridges: Sequence[BridgeRules],
     ports: Iterable[PortRule],
     vips: Iterable[VipRule] = (),
+    ingress: Iterable[IngressRule] = (),
     *,
     table: str = "orchestr",
 ) -> str:
@@ -189,7 +223,7 @@ def ruleset(
     if len(by_name) != len(bridges):
         raise NftError("a bridge is listed twice")
 
-    published: list[str] = []
+    published: list[str] = [line for line in map(_ingress, ingress) if line is not None]
     for rule in ports:
         bridge = by_name.get(rule.bridge)
         if bridge is None:

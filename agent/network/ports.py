@@ -124,6 +124,11 @@ class PortAllocator:
         for m in mappings:
             self._taken.discard((m.host_ip, m.host_port, m.proto))
 
+    def hold(self, mappings: Iterable[PortMapping]) -> None:
+        """Take these again (what was released for a change that failed)."""
+        for m in mappings:
+            self._taken.add((m.host_ip, m.host_port, m.proto))
+
     def allocate(
         self,
         bindings: Mapping[str, Sequence[Mapping[str, str]] | None],

@@ -120,6 +120,17 @@ class Attachment:
     holders: list[socket.socket] = field(default_factory=list)  # port reservations
 
 
+@dataclass
+class PublishedService:
+    """The ports a service publishes on the node (Swarm's ingress mode), each balanced
+    over its running tasks' containers."""
+
+    ports: tuple[tuple[int, str, int], ...]  # (published port, protocol, target port)
+    backends: tuple[str, ...]  # container IDs
+    mappings: list[PortMapping] = field(default_factory=list)  # held in the allocator
+    holders: list[socket.socket] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class ServiceEndpoint:
     """A service's names on one network: its virtual IP (endpoint mode vip), the
@@ -181,6 +192,8 @@ class NetworkService:
         self.attached: dict[str, Attachment] = {}  # container id -> attachment
         # (network id, service key) -> its endpoint: set by the node agent's worker
         self.services: dict[tuple[str, str], ServiceEndpoint] = {}
+        # service key -> the ports it publishes on the node: set by the worker too
+        self.published: dict[str, PublishedService] = {}
         self._ruleset: str | None = None  # the nft script last applied
         self._kernel = False  # netlink loaded and the netns directory prepared
         self.resolv_conf = _read("/etc/resolv.conf")
@@ -248,9 +261,11 @@ class NetworkService:
         if self.dns is not None and self.loop is not None and self.loop.is_running():
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(self.dns.close(), self.loop).result(5)
-        for att in self.attached.values():
-            for s in att.holders:
-                s.close()
+        for holder in [
+            *(h for a in self.attached.values() for h in a.holders),
+            *(h for p in self.published.values() for h in p.holders),
+        ]:
+            holder.close()
         if self._kernel:
             links.close_all()
             if not keep_running:
@@ -513,6 +528,62 @@ class NetworkService:
     def service_keys(self) -> list[tuple[str, str]]:
         with self.lock:
             return list(self.services)
+
+    def set_published(
+        self, key: str, ports: Sequence[tuple[int, str, int]], backends: Sequence[str]
+    ) -> None:
+        """The ports (published, protocol, target) a service publishes on the node,
+        balanced over the containers `backends` (their address on their first network
+        that is not internal). A port another service or a container holds is refused
+        (PortError), and the service's earlier ports stay as they were."""
+        with self.lock:
+            old = self.published.get(key)
+            wanted = tuple(ports)
+            if old is not None and old.ports == wanted:
+                if old.backends != tuple(backends):
+                    old.backends = tuple(backends)
+                    self._apply_rules()
+                return
+            if old is not None:
+                self.ports.release(old.mappings)
+            try:
+                bindings: dict[str, list[dict[str, str]]] = {}
+                for port, proto, target in wanted:
+                    item = {"HostIp": "", "HostPort": str(port)}
+                    bindings.setdefault(f"{target}/{proto}", []).append(item)
+                mappings = self.ports.allocate(bindings)
+                holders: list[socket.socket] = []
+                try:
+                    for mapping in mappings:
+                        holders.append(reserve(mapping))
+                except BaseException:
+                    for h in holders:
+                        h.close()
+                    self.ports.release(mappings)
+                    raise
+            except BaseException:
+                if old is not None:
+                    self.ports.hold(old.mappings)  # it keeps what it had
+                raise
+            if old is not None:
+                for h in old.holders:
+                    h.close()
+            self.published[key] = PublishedService(wanted, tuple(backends), mappings, holders)
+            self._apply_rules()
+
+    def drop_published(self, key: str) -> None:
+        with self.lock:
+            old = self.published.pop(key, None)
+            if old is None:
+                return
+            self.ports.release(old.mappings)
+            for h in old.holders:
+                h.close()
+            self._apply_rules()
+
+    def published_keys(self) -> list[str]:
+        with self.lock:
+            return list(self.published)
 
     def _service_dns(
         self, network: Network, key: str, old: ServiceEndpoint | None, new: ServiceEndpoint
@@ -887,7 +958,12 @@ class NetworkService:
             for (network_id, _), ep in sorted(self.services.items())
             if ep.vip and network_id in self.networks
         ]
-        script = nft.ruleset(bridges, rules, vips) if bridges else None
+        ingress = [
+            nft.IngressRule(port, proto, target, self._backend_addresses(p.backends))
+            for _, p in sorted(self.published.items())
+            for port, proto, target in p.ports
+        ]
+        script = nft.ruleset(bridges, rules, vips, ingress) if bridges else None
         if script == self._ruleset:
             return
         if script is None:
@@ -895,6 +971,17 @@ class NetworkService:
         else:
             nft.apply(script)
         self._ruleset = script
+
+    def _backend_addresses(self, container_ids: Sequence[str]) -> tuple[str, ...]:
+        out = []
+        for cid in container_ids:
+            att = self.attached.get(cid)
+            for network_id, ip in att.ips.items() if att is not None else ():
+                network = self.networks.get(network_id)
+                if network is not None and not network.internal:
+                    out.append(ip)
+                    break
+        return tuple(sorted(out))
 
     def _port_target(self, container_id: str, att: Attachment) -> tuple[Network, str] | None:
         """The network and address published ports lead to: the first non-internal one."""

@@ -93,6 +93,8 @@ class Task(BaseModel):
     status: TaskStatus = Field(default_factory=TaskStatus)
     created_at: float = 0.0
     pending_reason: str = ""  # why the scheduler has not placed it
+    # (port, protocol) its container publishes on its node (the service's host-mode ports)
+    host_ports: list[tuple[int, str]] = Field(default_factory=list)
 
     @functools.cached_property
     def digest(self) -> str:
@@ -147,6 +149,9 @@ class Service(BaseModel):
     update_status: UpdateStatus | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    # Endpoint.Ports: the spec's published ports, each with its published port as given
+    # (orchestr.manager.ports)
+    ports: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -383,6 +388,15 @@ def security_options(container: dict[str, Any]) -> list[str]:
     if privileges.get("NoNewPrivileges"):
         out.append("no-new-privileges")
     return out
+
+
+def host_ports(service: Service) -> list[tuple[int, str]]:
+    """The ports a task of the service holds on its node: host-mode, with a number."""
+    return sorted(
+        (int(p["PublishedPort"]), str(p["Protocol"]))
+        for p in service.ports
+        if p.get("PublishMode") == "host" and p.get("PublishedPort")
+    )
 
 
 def spec_digest(template: dict[str, Any]) -> str:

@@ -52,6 +52,8 @@ def service_json(
         "Spec": service.spec,
         "Endpoint": {"Spec": service.spec.get("EndpointSpec") or {}},
     }
+    if service.ports:
+        doc["Endpoint"]["Ports"] = service.ports
     if service.previous_spec is not None:
         doc["PreviousSpec"] = service.previous_spec
     status = service.update_status

@@ -349,10 +349,20 @@ def service_ls(ctx: click.Context, quiet: bool) -> None:
                 mode,
                 f"{status.get('RunningTasks', 0)}/{status.get('DesiredTasks', 0)}",
                 spec["TaskTemplate"]["ContainerSpec"]["Image"],
+                _ports(s),
                 ((s.get("UpdateStatus") or {}).get("State") or ""),
             ]
         )
-    print_table(["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "UPDATE"], rows)
+    print_table(["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS", "UPDATE"], rows)
+
+
+def _ports(service: dict[str, Any]) -> str:
+    """Its published ports as `docker service ls` shows them: `*:8080->80/tcp`."""
+    ports = (service.get("Endpoint") or {}).get("Ports") or []
+    return ", ".join(
+        f"*:{p.get('PublishedPort', '')}->{p['TargetPort']}/{p.get('Protocol', 'tcp')}"
+        for p in ports
+    )
 
 
 @service.command("ps")

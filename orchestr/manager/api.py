@@ -50,7 +50,7 @@ from orchestr.api.swarm import (
 )
 from orchestr.api.swarm_json import cluster_json, node_json, service_json, task_json
 from orchestr.compose.deploy import with_defaults
-from orchestr.manager import files
+from orchestr.manager import files, ports
 from orchestr.manager.controller import new_object_id
 from orchestr.manager.decide import HISTORY
 from orchestr.manager.logs import LogStream, Options
@@ -109,8 +109,7 @@ def check_spec(spec: Any) -> dict[str, Any]:
     driver = (template.get("LogDriver") or {}).get("Name")
     if driver and driver != "json-file":
         raise ValueError(f"TaskTemplate.LogDriver: the {driver} log driver is not supported")
-    if (spec.get("EndpointSpec") or {}).get("Ports"):
-        raise ValueError("EndpointSpec.Ports: published ports of services are not supported yet")
+    ports.check(spec.get("EndpointSpec"))
     mode = spec.get("Mode") or {"Replicated": {"Replicas": 1}}
     if not isinstance(mode, dict) or len(mode) != 1:
         raise ValueError("Mode: one of Replicated or Global")
@@ -196,6 +195,9 @@ class ServicesApi:
             raise Conflict(f"service {name} already exists (name conflicts with an existing one)")
         resolved, held = files.resolve(self.repo.store, spec)
         service = service.model_copy(update={"spec": resolved})
+        service = service.model_copy(
+            update={"ports": ports.allocate(service, read.services.values())}
+        )
         key = SERVICES + service_id
         compares = [Compare.absent(key), *held] + [
             Compare.mod_revision(SERVICES + s, "==", read.mod_of(SERVICES + s))
@@ -282,6 +284,13 @@ class ServicesApi:
             )
         resolved, held = files.resolve(self.repo.store, new.spec)
         new = new.model_copy(update={"spec": resolved})
+        new = new.model_copy(update={"ports": ports.allocate(new, read.services.values())})
+        if new.ports or service.ports:  # no other service took a port meanwhile
+            held += [
+                Compare.mod_revision(SERVICES + s, "==", read.mod_of(SERVICES + s))
+                for s in read.services
+                if s != service.id
+            ]
         result = self.repo.store.txn(
             [Compare.mod_revision(key, "==", current), *held], [Put(key, encode(new))], []
         )

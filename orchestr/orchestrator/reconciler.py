@@ -34,6 +34,7 @@ from orchestr.api.swarm import (
     Task,
     TaskState,
     TaskStatus,
+    host_ports,
     is_global,
     replicas,
     restart_policy,
@@ -73,6 +74,7 @@ def new_task(
         desired_state=TaskState.RUNNING,
         status=TaskStatus(state=TaskState.NEW, timestamp=now, message="created"),
         created_at=now,
+        host_ports=host_ports(service),
     )
 
 

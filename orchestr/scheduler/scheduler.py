@@ -6,8 +6,9 @@ ones (state assigned, `node_id` set) and ones left pending with the reason why, 
 swarmkit's scheduler explains a pending task.
 
 How a node is chosen, as Swarm does: the nodes that pass the filters (ready, active,
-constraints; then max replicas per node and the task's resource reservations against
-what the node's other tasks reserve); among them, Swarm's spread: first over the values
+constraints; then max replicas per node, the task's resource reservations against
+what the node's other tasks reserve, and its host-mode published ports against those the
+node's tasks hold); among them, Swarm's spread: first over the values
 of each placement preference label (`spread: node.labels.zone`, nodes without the label
 being one more group), then the node with the fewest tasks of this service, then the
 fewest tasks in all, then the node id (so the choice is stable). A global service's task
@@ -57,6 +58,7 @@ class _Load:
         self.used: dict[str, Resources] = {}
         self.total: Counter[str] = Counter()
         self.of_service: Counter[tuple[str, str]] = Counter()
+        self.ports: dict[str, set[tuple[int, str]]] = {}  # node -> host ports held
         for t in tasks:
             if holds_node(t):
                 self.add(t)
@@ -66,6 +68,7 @@ class _Load:
         self.used[node] = self.used.get(node, Resources()) + reservations(task.spec)
         self.total[node] += 1
         self.of_service[(node, task.service_id)] += 1
+        self.ports.setdefault(node, set()).update(task.host_ports)
 
 
 def schedule(tasks: list[Task], nodes: list[Node], now: float) -> Schedule:
@@ -79,12 +82,16 @@ def schedule(tasks: list[Task], nodes: list[Node], now: float) -> Schedule:
         reasons: Counter[str] = Counter()
         need = reservations(task.spec)
         for node in candidates:
-            reason = node_fails(node, task.spec) or fails_load(
-                node,
-                task,
-                need,
-                load.used.get(node.id, Resources()),
-                load.of_service[(node.id, task.service_id)],
+            reason = (
+                node_fails(node, task.spec)
+                or fails_load(
+                    node,
+                    task,
+                    need,
+                    load.used.get(node.id, Resources()),
+                    load.of_service[(node.id, task.service_id)],
+                )
+                or _ports_taken(task, load.ports.get(node.id, set()))
             )
             if reason is None:
                 fit.append(node)
@@ -130,6 +137,11 @@ def _spread(fit: list[Node], task: Task, load: _Load) -> Node:
         fit,
         key=lambda n: (load.of_service[(n.id, task.service_id)], load.total[n.id], n.id),
     )
+
+
+def _ports_taken(task: Task, held: set[tuple[int, str]]) -> str | None:
+    """Swarm's reason when a host-mode port of the task is held on the node already."""
+    return "host-mode port already in use" if held.intersection(task.host_ports) else None
 
 
 def _explain(reasons: Counter[str], node_id: str) -> str:

@@ -131,9 +131,9 @@ def test_bad_service_requests_get_clear_errors(net: Daemon) -> None:
     )  # fmt: skip
     assert bad.returncode != 0 and "invalid constraint" in bad.stderr
     ports = docker_cli(
-        d, "service", "create", "--detach", "-p", "8080:80", "busybox:latest", check=False
+        d, "service", "create", "--detach", "-p", "8080:80/sctp", "busybox:latest", check=False
     )
-    assert ports.returncode != 0 and "not supported yet" in ports.stderr
+    assert ports.returncode != 0 and "sctp is not supported" in ports.stderr
     for args in (("swarm", "update", "--task-history-limit", "3"), ("swarm", "leave")):
         unbuilt = docker_cli(d, *args, check=False)
         assert unbuilt.returncode != 0 and "not supported yet" in unbuilt.stderr, args

@@ -1,0 +1,91 @@
+"""Published ports of services on a cluster of one, driven by the docker CLI: an ingress
+port balances over the running tasks and follows scaling; one in host mode leads to its
+one task; a port another service holds is refused; the rules go with the service."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import Daemon
+from tests.integration.test_daemon_images import docker_cli
+from tests.integration.test_daemon_networks import host_of, net
+from tests.integration.test_service_vip import SERVE
+from tests.integration.test_services import replicas, until
+
+__all__ = ["net"]
+
+pytestmark = [pytest.mark.root, pytest.mark.netns]
+
+
+def ask(d: Daemon, port: int, times: int = 1) -> list[str]:
+    """The last line of each of `times` answers from 127.0.0.1:port of the node."""
+    script = (
+        f"for i in $(seq {times}); do printf 'GET / HTTP/1.0\\r\\n\\r\\n'"
+        f" | busybox nc -w 2 127.0.0.1 {port} | tail -n 1; done"
+    )
+    return host_of(d).run("sh", "-c", script).stdout.split()
+
+
+def test_an_ingress_port_balances_over_the_tasks_and_follows_them(net: Daemon) -> None:
+    d = net
+    docker_cli(
+        d, "service", "create", "--detach", "--name", "web", "--replicas", "3",
+        "--publish", "8080:80", "--init", "--stop-grace-period", "1s",
+        "busybox:latest", "sh", "-c", SERVE,
+    )  # fmt: skip
+    until("3 tasks running", lambda: replicas(d, "web") == "3/3")
+    ls = docker_cli(d, "service", "ls", "--format", "{{.Name}} {{.Ports}}").stdout.strip()
+    assert ls == "web *:8080->80/tcp"
+    endpoint = json.loads(docker_cli(d, "service", "inspect", "web").stdout)[0]["Endpoint"]
+    assert endpoint["Ports"] == [
+        {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}
+    ]
+    until("the port answering", lambda: len(ask(d, 8080)) == 1)
+    answers = ask(d, 8080, 30)
+    assert len(answers) == 30 and len(set(answers)) == 3, answers
+
+    docker_cli(d, "service", "scale", "--detach", "web=1")
+    until("one task left", lambda: replicas(d, "web") == "1/1")
+    until("one task behind the port", lambda: len(set(ask(d, 8080, 10))) == 1)
+
+    # A port held by a service, asked for by another: refused, naming the holder.
+    taken = docker_cli(
+        d, "service", "create", "--detach", "--name", "other", "--publish", "8080:81",
+        "busybox:latest", "sleep", "60",
+        check=False,
+    )  # fmt: skip
+    assert taken.returncode != 0
+    assert "port '8080' is already in use by service 'web'" in taken.stderr
+    # No PublishedPort: one is given from 30000 on.
+    docker_cli(
+        d, "service", "create", "--detach", "--name", "given", "--publish", "target=80",
+        "--init", "--stop-grace-period", "1s", "busybox:latest", "sh", "-c", SERVE,
+    )  # fmt: skip
+    given = json.loads(docker_cli(d, "service", "inspect", "given").stdout)[0]
+    assert given["Endpoint"]["Ports"][0]["PublishedPort"] == 30000
+    until("the given port answering", lambda: len(ask(d, 30000)) == 1)
+
+    docker_cli(d, "service", "rm", "web", "given")
+    until("the port closed", lambda: ask(d, 8080) == [] and ask(d, 30000) == [])
+
+
+def test_a_host_mode_port_leads_to_its_task_and_a_second_waits(net: Daemon) -> None:
+    d = net
+    docker_cli(
+        d, "service", "create", "--detach", "--name", "solo", "--replicas", "2",
+        "--publish", "published=8081,target=80,mode=host", "--init",
+        "--stop-grace-period", "1s", "busybox:latest", "sh", "-c", SERVE,
+    )  # fmt: skip
+    until("one task running", lambda: replicas(d, "solo") == "1/2")
+    pending = docker_cli(d, "service", "ps", "--no-trunc", "--format", "{{.Error}}", "solo")
+    assert "host-mode port already in use on 1 node" in pending.stdout
+    [container] = docker_cli(
+        d, "ps", "-q", "--filter", "label=com.docker.swarm.service.name=solo"
+    ).stdout.split()
+    ports = docker_cli(d, "port", container).stdout
+    assert "80/tcp -> 0.0.0.0:8081" in ports
+    hostname = docker_cli(d, "exec", container, "hostname").stdout.strip()
+    until("the port answering", lambda: ask(d, 8081) == [hostname])
+    docker_cli(d, "service", "rm", "solo")
