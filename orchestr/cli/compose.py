@@ -314,10 +314,13 @@ def _scale(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--scale", multiple=True, metavar="SERVICE=NUM")
 @click.option("-t", "--timeout", type=int, help="Stop timeout (seconds) when recreating.")
 @click.option(
-    "--services",
+    "--services/--containers",
     "as_services",
-    is_flag=True,
-    help="Deploy as services on the control plane (deploy: honoured), as `stack deploy`.",
+    default=None,
+    help="Deploy as services on the control plane (deploy: honoured), as `stack deploy`;"
+    " or as containers on this node, as `docker compose up`. Default: containers on a"
+    " cluster of one, services on a cluster of several nodes (`orchestr compose up`:"
+    " containers).",
 )
 @click.argument("services", nargs=-1)
 @click.pass_context
@@ -335,53 +338,66 @@ def up(
     no_deps: bool,
     scale: tuple[str, ...],
     timeout: int | None,
-    as_services: bool,
+    as_services: bool | None,
     services: tuple[str, ...],
     **kwargs: Any,
 ) -> None:
     """Create and start the stack's services (as `docker compose up`).
 
-    With --services the stack runs as services and tasks on the daemon's control plane,
+    On a cluster of one, as containers (`docker compose up`); on a cluster of several
+    nodes, as services. With --services the stack runs as services and tasks on the
+    daemon's control plane,
     as `orchestr stack deploy` does: replicas, update and rollback policies, placement and
     restart policies of `deploy:` are honoured, and a second `up --services` rolls the
     changed services forward. It returns once every service has converged."""
     if force_recreate and no_recreate:
         raise click.UsageError("--force-recreate and --no-recreate cannot be combined")
-    if as_services:
-        if services or scale or build_ or no_deps or force_recreate or no_recreate:
-            raise click.UsageError(
-                "--services deploys the whole stack: SERVICE, --scale, --build, --no-deps,"
-                " --force-recreate and --no-recreate do not apply"
-            )
-        from orchestr.cli.stack import deploy_project, wait_converged
+    project = load(ctx, kwargs, services)  # a stack that does not load fails first
+    with client_of(ctx, timeout=None) as client:
+        if as_services is None and not _under_compose(ctx):
+            as_services = deploys_as_services(client.json("GET", "/info") or {})
+        if as_services:
+            if services or scale or build_ or no_deps or force_recreate or no_recreate:
+                raise click.UsageError(
+                    "--services deploys the whole stack: SERVICE, --scale, --build,"
+                    " --no-deps, --force-recreate and --no-recreate do not apply"
+                )
+            from orchestr.cli.stack import deploy_project, wait_converged
 
-        project = load(ctx, kwargs)
-        with client_of(ctx, timeout=None) as client:
             names = deploy_project(client, project, prune=remove_orphans)
             if not detach or wait:
                 wait_converged(client, names, wait_timeout)
-        return
-    project = load(ctx, kwargs, services)
-    options = UpOptions(
-        services=list(services),
-        no_deps=no_deps,
-        force_recreate=force_recreate,
-        no_recreate=no_recreate,
-        remove_orphans=remove_orphans,
-        scale=_scale(scale),
-        build=build_,
-        pull=pull,
-        wait=wait,
-        wait_timeout=wait_timeout,
-        timeout=timeout,
-    )
-    with client_of(ctx, timeout=None) as client:
+            return
+        options = UpOptions(
+            services=list(services),
+            no_deps=no_deps,
+            force_recreate=force_recreate,
+            no_recreate=no_recreate,
+            remove_orphans=remove_orphans,
+            scale=_scale(scale),
+            build=build_,
+            pull=pull,
+            wait=wait,
+            wait_timeout=wait_timeout,
+            timeout=timeout,
+        )
         with ProgressReport("Running") as report:
             engine = Engine(client, project, report)
             decided = engine.up(options)
         if detach or wait:
             return
         _attach(client, engine, list(decided.services), timeout)
+
+
+def deploys_as_services(info: dict[str, Any]) -> bool:
+    """DESIGN.md's rule for `orchestr up`: on one node this is Compose (containers, as
+    `docker compose up`), on many it is Swarm (services, as `docker stack deploy`)."""
+    return int((info.get("Swarm") or {}).get("Nodes") or 1) > 1
+
+
+def _under_compose(ctx: click.Context) -> bool:
+    """Called as `orchestr compose up`: Compose's command, containers on this node."""
+    return ctx.parent is not None and ctx.parent.info_name == "compose"
 
 
 def _attach(client: ApiClient, engine: Engine, services: list[str], timeout: int | None) -> None:

@@ -62,3 +62,11 @@ def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
 def test_runtime_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["runtime", "--help"]) == 0
     assert "create" in capsys.readouterr().out
+
+
+def test_up_is_compose_on_one_node_and_services_on_several() -> None:
+    from orchestr.cli.compose import deploys_as_services
+
+    assert not deploys_as_services({"Swarm": {"LocalNodeState": "active", "Nodes": 1}})
+    assert not deploys_as_services({"Swarm": {"LocalNodeState": "inactive"}})
+    assert deploys_as_services({"Swarm": {"LocalNodeState": "active", "Nodes": 3}})
