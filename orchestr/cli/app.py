@@ -55,6 +55,8 @@ _LAZY = {
     "build": "orchestr.cli.images:build",
     "compose": "orchestr.cli.compose:compose",
     "service": "orchestr.cli.stack:service",
+    "node": "orchestr.cli.swarm:node",
+    "secret": "orchestr.cli.swarm:secret",
     "stack": "orchestr.cli.stack:stack",
     "config": "orchestr.cli.compose:config",
     "down": "orchestr.cli.compose:down",

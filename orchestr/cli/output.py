@@ -25,6 +25,17 @@ def human_size(size: float) -> str:
     return f"{size:.3g}{_UNITS[unit]}"
 
 
+def stamp_age(stamp: str) -> str:
+    """An Engine API time (RFC 3339, UTC) as '3 minutes ago'; '' when it is not one."""
+    import datetime as dt
+
+    try:
+        then = dt.datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return ""
+    return human_age(then.timestamp()).lower()
+
+
 def human_age(then: float, now: float | None = None) -> str:
     """'3 minutes ago', as docker's units.HumanDuration."""
     seconds = max(0.0, (time.time() if now is None else now) - then)

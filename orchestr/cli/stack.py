@@ -23,7 +23,7 @@ from urllib.parse import quote
 import click
 
 from orchestr.cli.common import client_of
-from orchestr.cli.output import human_age, print_json, print_table
+from orchestr.cli.output import print_json, print_table, stamp_age
 from orchestr.errors import OrchestrError
 
 NAMESPACE = "com.docker.stack.namespace"
@@ -295,7 +295,7 @@ def _print_tasks(tasks: list[dict[str, Any]], names: dict[str, str]) -> None:
     rows = []
     for t in sorted(tasks, key=lambda t: (names.get(t["ServiceID"], ""), t.get("Slot", 0))):
         status = t["Status"]
-        when = _age(status.get("Timestamp", ""))
+        when = stamp_age(status.get("Timestamp", ""))
         service = names.get(t["ServiceID"], t["ServiceID"])
         rows.append(
             [
@@ -308,16 +308,6 @@ def _print_tasks(tasks: list[dict[str, Any]], names: dict[str, str]) -> None:
             ]
         )
     print_table(["ID", "NAME", "IMAGE", "DESIRED STATE", "CURRENT STATE", "ERROR"], rows)
-
-
-def _age(stamp: str) -> str:
-    import datetime as dt
-
-    try:
-        then = dt.datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC)
-    except ValueError:
-        return ""
-    return human_age(then.timestamp()).lower()
 
 
 # -- service -------------------------------------------------------------------------------

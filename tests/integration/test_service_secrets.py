@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Daemon
-from tests.integration.test_daemon_images import docker_cli
+from tests.integration.test_daemon_images import docker_cli, orchestr
 from tests.integration.test_daemon_networks import net
 from tests.integration.test_services import replicas, until
 
@@ -71,6 +71,15 @@ def test_secrets_and_configs_reach_the_tasks_as_files(net: Daemon) -> None:
     docker_cli(d, "secret", "rm", "db_pass")
     docker_cli(d, "config", "rm", "app_conf")
     assert docker_cli(d, "secret", "ls", "-q").stdout.strip() == ""
+
+    # orchestr's own commands for them.
+    made = orchestr(d, "secret", "create", "--label", "a=b", "api_key", str(work / "pw"))
+    listed = orchestr(d, "secret", "ls").stdout
+    assert "api_key" in listed and made.stdout.strip()[:12] in listed
+    shown = json.loads(orchestr(d, "secret", "inspect", "api_key").stdout)[0]
+    assert shown["Spec"]["Labels"] == {"a": "b"} and "Data" not in shown["Spec"]
+    orchestr(d, "secret", "rm", "api_key")
+    assert orchestr(d, "secret", "ls", "-q").stdout.strip() == ""
     files = Path(str(d.exec_root)) / "tasks"  # type: ignore[attr-defined]
     until("the task's files gone", lambda: not files.exists() or not any(files.iterdir()))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Daemon, start_daemon
-from tests.integration.test_daemon_images import docker_cli
+from tests.integration.test_daemon_images import docker_cli, orchestr
 from tests.integration.test_daemon_networks import host_of, net
 
 __all__ = ["net"]  # the fixture, imported for this module's tests
@@ -292,8 +292,13 @@ def test_node_labels_place_tasks_and_a_drained_node_lets_them_go(net: Daemon) ->
     assert ls == "Drain"
     until("the tasks gone from the drained node", lambda: running(d, "zoned") == [])
     assert states() == ["Pending", "Pending"]
-    docker_cli(d, "node", "update", "--availability", "active", "self")
+    # orchestr's own node commands: the node back to active.
+    ls = orchestr(d, "node", "ls").stdout
+    assert "Drain" in ls and "Leader" in ls
+    orchestr(d, "node", "update", "--availability", "active", "self")
     until("the tasks back", lambda: replicas(d, "zoned") == "2/2")
+    node = json.loads(orchestr(d, "node", "inspect", "self").stdout)
+    assert node[0]["Spec"]["Labels"] == {"zone": "a"}
 
     demote = docker_cli(d, "node", "demote", "self", check=False)
     assert demote.returncode != 0 and "last manager" in demote.stderr
