@@ -125,7 +125,7 @@ class IngressRule:
     backends: tuple[str, ...]  # IPv4 addresses
 
 
-def _ingress(rule: IngressRule) -> str | None:
+def _ingress(rule: IngressRule) -> list[str]:
     """Each new connection to the port goes to a task picked at random; no backends, no
     rule (the node's own port answers: connection refused)."""
     if rule.proto not in PROTOS:
@@ -134,17 +134,11 @@ def _ingress(rule: IngressRule) -> str | None:
         backends = [ipaddress.IPv4Address(b) for b in rule.backends]
     except ValueError as e:
         raise NftError(f"port {rule.port}/{rule.proto}: {e}") from None
-    if not backends:
-        return None
     match = f"meta nfproto ipv4 {rule.proto} dport {_port(rule.port)}"
-    target = _port(rule.target_port)
-    if len(backends) == 1:
-        return f"{match} dnat ip to {backends[0]}:{target}"
-    pairs = ", ".join(f"{i} : {b}" for i, b in enumerate(backends))
-    return f"{match} dnat ip to numgen random mod {len(backends)} map {{ {pairs} }} : {target}"
+    return _balanced(match, backends, _port(rule.target_port))
 
 
-def _vip(rule: VipRule) -> str | None:
+def _vip(rule: VipRule) -> list[str]:
     """Kernel load balancing: each new connection (conntrack keeps it there) to a task
     picked at random; no backends, no rule (the node answers: connection refused)."""
     try:
@@ -152,12 +146,22 @@ def _vip(rule: VipRule) -> str | None:
         backends = [ipaddress.IPv4Address(b) for b in rule.backends]
     except ValueError as e:
         raise NftError(f"virtual IP {rule.vip}: {e}") from None
+    return _balanced(f"ip daddr {vip}", backends)
+
+
+def _balanced(match: str, backends: list[ipaddress.IPv4Address], port: int = 0) -> list[str]:
+    """The DNAT rule for `match` over `backends` (none without backends)."""
     if not backends:
-        return None
+        return []
+    return [f"{match} dnat ip to {_pick(backends, port)}"]
+
+
+def _pick(backends: list[ipaddress.IPv4Address], port: int) -> str:
     if len(backends) == 1:
-        return f"ip daddr {vip} dnat ip to {backends[0]}"
+        return f"{backends[0]}:{port}" if port else str(backends[0])
     pairs = ", ".join(f"{i} : {b}" for i, b in enumerate(backends))
-    return f"ip daddr {vip} dnat ip to numgen random mod {len(backends)} map {{ {pairs} }}"
+    chosen = f"numgen random mod {len(backends)} map {{ {pairs} }}"
+    return f"{chosen} : {port}" if port else chosen
 
 
 def _ifname(name: str) -> str:
@@ -223,7 +227,7 @@ def ruleset(
     if len(by_name) != len(bridges):
         raise NftError("a bridge is listed twice")
 
-    published: list[str] = [line for line in map(_ingress, ingress) if line is not None]
+    published: list[str] = [line for rule in ingress for line in _ingress(rule)]
     for rule in ports:
         bridge = by_name.get(rule.bridge)
         if bridge is None:
@@ -266,7 +270,7 @@ def ruleset(
         lines.append("\t}")
         return lines
 
-    balanced = [line for line in (_vip(v) for v in vips) if line is not None]
+    balanced = [line for v in vips for line in _vip(v)]
     jump = ["fib daddr type local jump published"]
     return "\n".join(
         [

@@ -45,6 +45,17 @@ def test_an_ingress_port_balances_over_the_tasks_and_follows_them(net: Daemon) -
     until("the port answering", lambda: len(ask(d, 8080)) == 1)
     answers = ask(d, 8080, 30)
     assert len(answers) == 30 and len(set(answers)) == 3, answers
+    # A task asking the port through its node's address is answered every time.
+    task = docker_cli(
+        d, "ps", "-q", "--filter", "label=com.docker.swarm.service.name=web"
+    ).stdout.split()[0]
+    gateway = "$(ip route | awk '/default/ {print $3}')"
+    own = docker_cli(
+        d, "exec", task, "sh", "-c",
+        f"for i in $(seq 20); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {gateway} 8080"
+        " | tail -n 1; done",
+    ).stdout.split()  # fmt: skip
+    assert len(own) == 20, own
 
     docker_cli(d, "service", "scale", "--detach", "web=1")
     until("one task left", lambda: replicas(d, "web") == "1/1")

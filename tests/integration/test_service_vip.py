@@ -58,6 +58,16 @@ def test_the_vip_balances_and_a_start_first_update_drops_nothing(net: Daemon) ->
     ).split()
     assert len(answers) == 30 and len(set(answers)) == 3, answers
 
+    # A task asking its own service by name is answered every time (itself included).
+    task = docker_cli(
+        d, "ps", "-q", "--filter", "label=com.docker.swarm.service.name=web"
+    ).stdout.split()[0]
+    own = docker_cli(
+        d, "exec", task, "sh", "-c",
+        "for i in $(seq 20); do " + ASK.format(host="web") + " | tail -n 1; done",
+    ).stdout.split()  # fmt: skip
+    assert len(own) == 20, own
+
     # A client asks without a pause while every task is replaced, start-first.
     in_client(d, "rm -f /tmp/stop /tmp/log")
     docker_cli(
