@@ -131,7 +131,7 @@ class LogStream:
                 continue  # its container is gone
             wanted = [line for line in lines if o.wants(line)]
             if o.tail is not None:
-                wanted = wanted[len(wanted) - o.tail :] if o.tail else []
+                wanted = wanted[-o.tail :] if o.tail else []  # all, when fewer
             per_task.append([(line.timestamp(), i, task, line) for i, line in enumerate(wanted)])
         merged = heapq.merge(*per_task, key=lambda item: (item[0], item[1]))
         return [self._render(task, line) for _, _, task, line in merged]

@@ -50,6 +50,8 @@ def test_service_logs_name_each_line_after_its_task(net: Daemon) -> None:
     # Raw: the lines alone; --tail counts per task; a task's ID gives its logs alone.
     raw = docker_cli(d, "service", "logs", "--raw", "talk").stdout.splitlines()
     assert raw.count("hello") == 2 and "oops" not in raw
+    more = docker_cli(d, "service", "logs", "--tail", "1000", "--raw", "talk").stdout
+    assert more.splitlines().count("hello") == 2  # a tail longer than the log: all of it
     tail = docker_cli(d, "service", "logs", "--tail", "1", "-t", "talk")
     last = (tail.stdout + tail.stderr).splitlines()  # the last line may be "oops" (stderr)
     assert len(last) == 2 and all(re.match(r"^\d{4}-\d\d-\d\dT\S+Z talk\.\d", x) for x in last)
