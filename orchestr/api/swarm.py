@@ -98,12 +98,13 @@ class Task(BaseModel):
 
     @functools.cached_property
     def digest(self) -> str:
-        """Its spec's digest, computed once per object (the deciders ask every round)."""
-        return spec_digest(self.spec)
+        """What it runs, as a digest (its spec and the host ports it holds), computed
+        once per object (the deciders ask every round)."""
+        return task_digest(self.spec, self.host_ports)
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Task:
         copied = super().model_copy(update=update, deep=deep)
-        if update and "spec" in update:
+        if update and ("spec" in update or "host_ports" in update):
             copied.__dict__.pop("digest", None)  # computed again from the new spec
         return copied
 
@@ -161,6 +162,12 @@ class Service(BaseModel):
     def template(self) -> dict[str, Any]:
         template = self.spec.get("TaskTemplate")
         return template if isinstance(template, dict) else {}
+
+    @property
+    def task_digest(self) -> str:
+        """The digest of what its tasks should run (Task.digest of an up-to-date task):
+        a new task template, or new host-mode ports, make its tasks out of date."""
+        return task_digest(self.template, host_ports(self))
 
     @property
     def rolling_back(self) -> bool:
@@ -397,6 +404,14 @@ def host_ports(service: Service) -> list[tuple[int, str]]:
         for p in service.ports
         if p.get("PublishMode") == "host" and p.get("PublishedPort")
     )
+
+
+def task_digest(template: dict[str, Any], ports: list[tuple[int, str]]) -> str:
+    """A task's identity: its template, and the host-mode ports it holds (as Swarm, a
+    task whose host ports changed is replaced)."""
+    if not ports:
+        return spec_digest(template)
+    return spec_digest({"TaskTemplate": template, "HostPorts": [list(p) for p in ports]})
 
 
 def spec_digest(template: dict[str, Any]) -> str:

@@ -46,7 +46,6 @@ from orchestr.api.swarm import (
     constraints,
     is_global,
     security_options,
-    spec_digest,
 )
 from orchestr.api.swarm_json import cluster_json, node_json, service_json, task_json
 from orchestr.compose.deploy import with_defaults
@@ -348,7 +347,7 @@ class ServicesApi:
             if not _task_matches(task, service, filters):
                 continue
             if _truthy(filters.get("_up-to-date")) and (
-                service is None or task.digest != spec_digest(service.template)
+                service is None or task.digest != service.task_digest
             ):
                 continue
             out.append(task_json(task, read.mod_of(TASKS + task.id), service))

@@ -45,7 +45,6 @@ from orchestr.api.swarm import (
     UpdateState,
     UpdateStatus,
     is_global,
-    spec_digest,
     update_config,
 )
 from orchestr.orchestrator.reconciler import group_by_slot, new_task, wanted, with_desired
@@ -102,7 +101,7 @@ def next_step(service: Service, tasks: list[Task], now: float, new_id: NewId) ->
     status = service.update_status
     rolling_back = service.rolling_back
     cfg = update_config(service.spec, rollback=rolling_back)
-    target = spec_digest(service.template)
+    target = service.task_digest
     slots = _slots(mine, target, by_node=is_global(service.spec))
 
     _promote_ready(slots, plan)

@@ -99,4 +99,16 @@ def test_a_host_mode_port_leads_to_its_task_and_a_second_waits(net: Daemon) -> N
     assert "80/tcp -> 0.0.0.0:8081" in ports
     hostname = docker_cli(d, "exec", container, "hostname").stdout.strip()
     until("the port answering", lambda: ask(d, 8081) == [hostname])
+
+    # Another host port: the task is replaced (as Swarm does), and the new one has it.
+    docker_cli(d, "service", "scale", "--detach", "solo=1")
+    docker_cli(
+        d, "service", "update", "--publish-rm", "8081",
+        "--publish-add", "published=8082,target=80,mode=host", "solo",
+    )  # fmt: skip
+    [replaced] = docker_cli(
+        d, "ps", "-q", "--filter", "label=com.docker.swarm.service.name=solo"
+    ).stdout.split()
+    assert replaced != container
+    assert "80/tcp -> 0.0.0.0:8082" in docker_cli(d, "port", replaced).stdout
     docker_cli(d, "service", "rm", "solo")

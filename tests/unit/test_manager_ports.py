@@ -100,3 +100,19 @@ def test_the_nodes_rule_balances_over_the_tasks() -> None:
         [nft.BridgeRules("br0", ("10.0.0.0/24",))], [], [], [one.__class__(8080, "tcp", 80, ())]
     )
     assert "8080" not in idle  # no task: the node refuses the connection
+
+
+def test_a_new_host_port_makes_the_tasks_out_of_date() -> None:
+    from orchestr.orchestrator.reconciler import new_task
+
+    def with_port(port: int) -> Service:
+        s = svc("web", {"TargetPort": 80, "PublishedPort": port, "PublishMode": "host"})
+        return s.model_copy(update={"ports": allocate(s, [])})
+
+    task = new_task(with_port(8080), lambda: "t1", 1.0, slot=1)
+    assert task.host_ports == [(8080, "tcp")]
+    assert task.digest == with_port(8080).task_digest
+    assert task.digest != with_port(8081).task_digest  # the updater replaces it
+    # Without host ports a task's identity is its template alone, as before.
+    plain = svc("api")
+    assert new_task(plain, lambda: "t2", 1.0, slot=1).digest == plain.task_digest
