@@ -113,6 +113,7 @@ class Worker:
         self.endpoints: dict[tuple[str, str], tuple[list[str], str, list[str]]] = {}
         # service id -> (its ingress ports, the containers behind them), as set on the node
         self.published: dict[str, tuple[list[tuple[int, str, int]], list[str]]] = {}
+        self.refused: dict[str, str] = {}  # service id -> why the node refused its ports
         source.on_change(self.wakeup.set)
 
     def wake(self) -> None:
@@ -251,12 +252,16 @@ class Worker:
                 try:
                     self.containers.set_published(key, ports, backends)
                     self.published[key] = (ports, backends)
+                    self.refused.pop(key, None)
                 except Exception as e:
-                    log.warning("worker: the ports of service %s: %s", key, e)
+                    if self.refused.get(key) != str(e):  # once, not at every round
+                        log.warning("worker: the ports of service %s: %s", key, e)
+                    self.refused[key] = str(e)
         for key in self.containers.published_keys():
             if key not in wanted:
                 self.containers.drop_published(key)
         self.published = {k: v for k, v in self.published.items() if k in wanted}
+        self.refused = {k: v for k, v in self.refused.items() if k in wanted}
 
     def _in_background(self, task: Task, service: Service, record: Any, step: Step) -> None:
         try:
@@ -287,7 +292,8 @@ class Worker:
             elif step.action == Action.START:
                 state, message = _after_start(task, self.containers.start(container_id))
             elif step.action == Action.STOP:
-                if networks_of(task) and step.state == TaskState.SHUTDOWN:
+                balanced = networks_of(task) or ingress_ports(service)
+                if balanced and step.state == TaskState.SHUTDOWN:
                     time.sleep(DRAIN)  # out of the balancer already: let requests finish
                 grace = (task.spec.get("ContainerSpec") or {}).get("StopGracePeriod")
                 timeout = -(-grace // 1_000_000_000) if isinstance(grace, int) else None

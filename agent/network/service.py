@@ -581,6 +581,22 @@ class NetworkService:
                 h.close()
             self._apply_rules()
 
+    def service_vips(self, key: str) -> list[tuple[str, str]]:
+        """(network id, address/prefix) of a service's virtual IP on each network."""
+        with self.lock:
+            out = []
+            for (network_id, service_key), ep in sorted(self.services.items()):
+                network = self.networks.get(network_id)
+                if service_key == key and ep.vip and network is not None and network.subnet:
+                    prefix = network.subnet.split("/")[1]
+                    out.append((network_id, f"{ep.vip}/{prefix}"))
+            return out
+
+    def container_ports(self) -> set[tuple[int, str]]:
+        """(port, protocol) of every port a container publishes on the node."""
+        with self.lock:
+            return {(m.host_port, m.proto) for a in self.attached.values() for m in a.ports}
+
     def published_keys(self) -> list[str]:
         with self.lock:
             return list(self.published)

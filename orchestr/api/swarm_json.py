@@ -42,8 +42,10 @@ def service_json(
     index: int,
     tasks: list[Task] | None = None,
     nodes: list[Node] | None = None,
+    vips: list[tuple[str, str]] = (),  # type: ignore[assignment]
 ) -> dict[str, Any]:
-    """A Service; with `tasks`, its ServiceStatus too (`GET /services?status=true`)."""
+    """A Service; with `tasks`, its ServiceStatus too (`GET /services?status=true`);
+    `vips`, (network id, address/prefix) of its virtual IPs."""
     doc: dict[str, Any] = {
         "ID": service.id,
         "Version": {"Index": index},
@@ -54,6 +56,8 @@ def service_json(
     }
     if service.ports:
         doc["Endpoint"]["Ports"] = service.ports
+    if vips:
+        doc["Endpoint"]["VirtualIPs"] = [{"NetworkID": n, "Addr": a} for n, a in vips]
     if service.previous_spec is not None:
         doc["PreviousSpec"] = service.previous_spec
     status = service.update_status

@@ -261,6 +261,8 @@ class Daemon:
         await asyncio.to_thread(cluster.start, {"worker": worker.run})
         system.swarm = cluster.api.swarm_info
         networks_api.services_using = cluster.api.services_using
+        cluster.api.node_ports = network.container_ports
+        cluster.api.vips = network.service_vips
         router.include(cluster.router)
         server = Server(router)
         sockets = []

@@ -142,6 +142,11 @@ class ServicesApi:
         self.node_id = node_id
         self.clock = clock
         self.logs = logs  # the node's container logs (service and task logs)
+        # The ports the node's containers publish (set by the daemon): a service cannot
+        # publish one of them in ingress mode.
+        self.node_ports: Callable[[], set[tuple[int, str]]] = set
+        # A service's virtual IPs on the node's networks (set by the daemon).
+        self.vips: Callable[[str], list[tuple[str, str]]] = lambda _service_id: []
         self.router = Router()
         r = self.router
         r.route("POST", "/services/create")(self.create)
@@ -194,9 +199,8 @@ class ServicesApi:
             raise Conflict(f"service {name} already exists (name conflicts with an existing one)")
         resolved, held = files.resolve(self.repo.store, spec)
         service = service.model_copy(update={"spec": resolved})
-        service = service.model_copy(
-            update={"ports": ports.allocate(service, read.services.values())}
-        )
+        given = ports.allocate(service, read.services.values(), self.node_ports())
+        service = service.model_copy(update={"ports": given})
         key = SERVICES + service_id
         compares = [Compare.absent(key), *held] + [
             Compare.mod_revision(SERVICES + s, "==", read.mod_of(SERVICES + s))
@@ -217,7 +221,13 @@ class ServicesApi:
                 continue
             tasks = list(read.tasks.values()) if status else None
             out.append(
-                service_json(service, read.mod_of(SERVICES + service.id), tasks, _nodes(read))
+                service_json(
+                    service,
+                    read.mod_of(SERVICES + service.id),
+                    tasks,
+                    _nodes(read),
+                    self.vips(service.id),
+                )
             )
         return json_response(out)
 
@@ -227,7 +237,8 @@ class ServicesApi:
             service = _find_service(read, request.params["id"])
         except NotFound as e:
             raise HttpError(404, str(e)) from None
-        return json_response(service_json(service, read.mod_of(SERVICES + service.id)))
+        index = read.mod_of(SERVICES + service.id)
+        return json_response(service_json(service, index, vips=self.vips(service.id)))
 
     async def update(self, request: Request) -> Response:
         body = await request.json()
@@ -283,7 +294,8 @@ class ServicesApi:
             )
         resolved, held = files.resolve(self.repo.store, new.spec)
         new = new.model_copy(update={"spec": resolved})
-        new = new.model_copy(update={"ports": ports.allocate(new, read.services.values())})
+        given = ports.allocate(new, read.services.values(), self.node_ports())
+        new = new.model_copy(update={"ports": given})
         if new.ports or service.ports:  # no other service took a port meanwhile
             held += [
                 Compare.mod_revision(SERVICES + s, "==", read.mod_of(SERVICES + s))

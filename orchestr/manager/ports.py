@@ -12,7 +12,7 @@ published port filled in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from orchestr.api.swarm import Service
@@ -79,11 +79,22 @@ def check(endpoint: Any) -> list[Port]:
     return out
 
 
-def allocate(service: Service, others: Iterable[Service]) -> list[Port]:
+def allocate(
+    service: Service,
+    others: Iterable[Service],
+    containers: Collection[tuple[int, str]] = (),
+) -> list[Port]:
     """`service`'s Endpoint.Ports: its spec's ports, each ingress one with a published
-    port that no other service holds (one given from DYNAMIC when the spec has none,
-    the one it had before when it had one). ValueError names a clash."""
+    port that no other service holds, nor a container of the node (`containers`): one
+    given from DYNAMIC when the spec has none, the one it had before when it had one.
+    ValueError names a clash."""
     ports = check(service.spec.get("EndpointSpec"))
+    for port in ports:
+        key = (port["PublishedPort"], port["Protocol"])
+        if port["PublishMode"] == "ingress" and key in containers:
+            raise ValueError(
+                f"port '{key[0]}/{key[1]}' is already published by a container on this node"
+            )
     taken: dict[tuple[int, str], Service] = {}
     for other in others:
         if other.id == service.id:
@@ -110,7 +121,8 @@ def allocate(service: Service, others: Iterable[Service]) -> list[Port]:
         else:
             kept = before.get((port["TargetPort"], port["Protocol"]))
             mine = {(int(p["PublishedPort"]), p["Protocol"]) for p in ports}
-            if kept and (kept, port["Protocol"]) not in taken:
+            mine |= set(containers)
+            if kept and (kept, port["Protocol"]) not in taken.keys() | mine:
                 port["PublishedPort"] = kept
             else:
                 port["PublishedPort"] = _free(port["Protocol"], taken, mine)

@@ -5,10 +5,12 @@ one task; a port another service holds is refused; the rules go with the service
 from __future__ import annotations
 
 import json
+import signal
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, start_daemon
 from tests.integration.test_daemon_images import docker_cli
 from tests.integration.test_daemon_networks import host_of, net
 from tests.integration.test_service_vip import SERVE
@@ -69,6 +71,15 @@ def test_an_ingress_port_balances_over_the_tasks_and_follows_them(net: Daemon) -
     )  # fmt: skip
     assert taken.returncode != 0
     assert "port '8080' is already in use by service 'web'" in taken.stderr
+    # A port a container publishes on the node: refused too.
+    docker_cli(d, "run", "-d", "--name", "plain", "-p", "9090:80", "busybox:latest", "sleep", "60")
+    clash = docker_cli(
+        d, "service", "create", "--detach", "--name", "other", "--publish", "9090:80",
+        "busybox:latest", "sleep", "60",
+        check=False,
+    )  # fmt: skip
+    assert clash.returncode != 0 and "already published by a container" in clash.stderr
+    docker_cli(d, "rm", "-f", "plain")
     # No PublishedPort: one is given from 30000 on.
     docker_cli(
         d, "service", "create", "--detach", "--name", "given", "--publish", "target=80",
@@ -112,3 +123,21 @@ def test_a_host_mode_port_leads_to_its_task_and_a_second_waits(net: Daemon) -> N
     assert replaced != container
     assert "80/tcp -> 0.0.0.0:8082" in docker_cli(d, "port", replaced).stdout
     docker_cli(d, "service", "rm", "solo")
+
+
+def test_a_restarted_daemon_opens_its_services_ports_again(net: Daemon, state_dir: Path) -> None:
+    d = net
+    docker_cli(
+        d, "service", "create", "--detach", "--name", "web", "--publish", "8085:80",
+        "--init", "--stop-grace-period", "1s", "busybox:latest", "sh", "-c", SERVE,
+    )  # fmt: skip
+    until("the port answering", lambda: len(ask(d, 8085)) == 1)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    # The kernel's rules are gone too (as after a reboot of the node's network).
+    host_of(d).run("nft", "delete", "table", "inet", "orchestr", check=True)
+    assert ask(d, 8085) == []
+    with start_daemon(state_dir, d.socket, host=host_of(d), args=["--dns", "127.0.0.1"]) as again:
+        until("the port answering again", lambda: len(ask(d, 8085)) == 1)
+        docker_cli(again, "service", "rm", "web")
+        until("the port closed", lambda: ask(d, 8085) == [])

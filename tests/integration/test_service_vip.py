@@ -4,6 +4,7 @@ without a pause sees no failed request while the service rolls start-first."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -51,6 +52,10 @@ def test_the_vip_balances_and_a_start_first_update_drops_nothing(net: Daemon) ->
     tasks = in_client(d, "nslookup tasks.web 127.0.0.11 | awk '/^Address/ {print $NF}'")
     task_ips = sorted(set(tasks.split()) - {"127.0.0.11", "127.0.0.11:53"})
     assert len(task_ips) == 3 and vip.strip() not in task_ips, (vip, tasks)
+    endpoint = json.loads(docker_cli(d, "service", "inspect", "web").stdout)[0]["Endpoint"]
+    network_id = json.loads(docker_cli(d, "network", "inspect", "app").stdout)[0]["Id"]
+    [shown] = endpoint["VirtualIPs"]
+    assert shown["NetworkID"] == network_id and shown["Addr"].split("/")[0] == vip.strip()
 
     # Balanced: thirty requests to the name reach all three tasks.
     answers = in_client(

@@ -60,6 +60,12 @@ def test_a_port_is_given_kept_and_not_shared() -> None:
     assert allocate(held, [held, other])[0]["PublishedPort"] == 30000
     with pytest.raises(ValueError, match="port '30000' is already in use by service 'web'"):
         allocate(svc("api", {"TargetPort": 81, "PublishedPort": 30000}), [held])
+    # A port a container of the node publishes is refused, and never given.
+    with pytest.raises(ValueError, match="already published by a container on this node"):
+        allocate(svc("api", {"TargetPort": 80, "PublishedPort": 9090}), [], {(9090, "tcp")})
+    assert (
+        allocate(svc("api", {"TargetPort": 80}), [], {(30000, "tcp")})[0]["PublishedPort"] == 30001
+    )
     # udp 30000 is another port; host-mode ports are the nodes' business.
     assert allocate(
         svc("dns", {"TargetPort": 53, "PublishedPort": 30000, "Protocol": "udp"}), [held]
