@@ -544,30 +544,38 @@ class NetworkService:
                     old.backends = tuple(backends)
                     self._apply_rules()
                 return
+            # A port it keeps keeps its socket (a udp one could not be bound twice).
+            kept = (
+                {(m.host_port, m.proto): h for m, h in zip(old.mappings, old.holders, strict=True)}
+                if old is not None
+                else {}
+            )
             if old is not None:
                 self.ports.release(old.mappings)
+            bindings: dict[str, list[dict[str, str]]] = {}
+            for port, proto, target in wanted:
+                item = {"HostIp": "", "HostPort": str(port)}
+                bindings.setdefault(f"{target}/{proto}", []).append(item)
+            made: list[socket.socket] = []
+            mappings: list[PortMapping] = []
             try:
-                bindings: dict[str, list[dict[str, str]]] = {}
-                for port, proto, target in wanted:
-                    item = {"HostIp": "", "HostPort": str(port)}
-                    bindings.setdefault(f"{target}/{proto}", []).append(item)
                 mappings = self.ports.allocate(bindings)
-                holders: list[socket.socket] = []
-                try:
-                    for mapping in mappings:
-                        holders.append(reserve(mapping))
-                except BaseException:
-                    for h in holders:
-                        h.close()
-                    self.ports.release(mappings)
-                    raise
+                holders = []
+                for m in mappings:
+                    holder = kept.get((m.host_port, m.proto))
+                    if holder is None:
+                        holder = reserve(m)
+                        made.append(holder)
+                    holders.append(holder)
             except BaseException:
+                for h in made:
+                    h.close()
+                self.ports.release(mappings)
                 if old is not None:
                     self.ports.hold(old.mappings)  # it keeps what it had
                 raise
-            if old is not None:
-                for h in old.holders:
-                    h.close()
+            for h in set(kept.values()) - set(holders):
+                h.close()
             self.published[key] = PublishedService(wanted, tuple(backends), mappings, holders)
             self._apply_rules()
 
@@ -989,21 +997,17 @@ class NetworkService:
         self._ruleset = script
 
     def _backend_addresses(self, container_ids: Sequence[str]) -> tuple[str, ...]:
-        out = []
-        for cid in container_ids:
-            att = self.attached.get(cid)
-            for network_id, ip in att.ips.items() if att is not None else ():
-                network = self.networks.get(network_id)
-                if network is not None and not network.internal:
-                    out.append(ip)
-                    break
-        return tuple(sorted(out))
+        """Where a service's published ports lead: each container's first address on a
+        network that is not internal, as a container's own published ports."""
+        targets = (self._open_address(self.attached.get(cid)) for cid in container_ids)
+        return tuple(sorted(t[1] for t in targets if t is not None))
 
     def _port_target(self, container_id: str, att: Attachment) -> tuple[Network, str] | None:
         """The network and address published ports lead to: the first non-internal one."""
-        if not att.ports:
-            return None
-        for network_id, ip in att.ips.items():
+        return self._open_address(att) if att.ports else None
+
+    def _open_address(self, att: Attachment | None) -> tuple[Network, str] | None:
+        for network_id, ip in att.ips.items() if att is not None else ():
             network = self.networks.get(network_id)
             if network is not None and not network.internal:
                 return network, ip

@@ -470,10 +470,12 @@ class ServicesApi:
     # -- the swarm -----------------------------------------------------------------------
 
     def swarm_info(self) -> dict[str, Any]:
-        """`Info.Swarm`: this node, a manager of a cluster of one (`docker info`)."""
-        read = self.repo.snapshot()
+        """`Info.Swarm`: this node, a manager of a cluster of one (`docker info`, and
+        every `orchestr up`: the nodes alone are read, not every task)."""
+        kvs, _ = self.repo.store.range(NODES)
+        nodes = [Node.model_validate_json(kv.value) for kv in kvs]
         found = self.repo.get(SwarmCluster, CLUSTER)
-        managers = [n for n in read.nodes.values() if n.role == "manager"]
+        managers = [n for n in nodes if n.role == "manager"]
         return {
             "NodeID": self.node_id,
             "NodeAddr": NODE_ADDR,
@@ -481,7 +483,7 @@ class ServicesApi:
             "ControlAvailable": True,
             "Error": "",
             "RemoteManagers": [{"NodeID": n.id, "Addr": f"{NODE_ADDR}:2377"} for n in managers],
-            "Nodes": len(read.nodes),
+            "Nodes": len(nodes),
             "Managers": len(managers),
             "Cluster": None if found is None else cluster_json(*found, history=HISTORY),
         }

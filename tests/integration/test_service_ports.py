@@ -141,3 +141,23 @@ def test_a_restarted_daemon_opens_its_services_ports_again(net: Daemon, state_di
         until("the port answering again", lambda: len(ask(d, 8085)) == 1)
         docker_cli(again, "service", "rm", "web")
         until("the port closed", lambda: ask(d, 8085) == [])
+
+
+def test_a_service_keeps_its_udp_port_when_another_goes(net: Daemon) -> None:
+    d = net
+    docker_cli(
+        d, "service", "create", "--detach", "--name", "dns", "--publish", "5353:53/udp",
+        "--publish", "8090:80", "--init", "--stop-grace-period", "1s",
+        "busybox:latest", "sleep", "600",
+    )  # fmt: skip
+    until("the task running", lambda: replicas(d, "dns") == "1/1")
+
+    def rules() -> str:
+        return host_of(d).run("nft", "list", "chain", "inet", "orchestr", "published").stdout
+
+    until("both ports balanced", lambda: "udp dport 5353" in rules() and "dport 8090" in rules())
+    # The udp port's socket is kept, not bound again beside itself (which udp refuses).
+    docker_cli(d, "service", "update", "--detach", "--publish-rm", "80", "dns")
+    until("the tcp port gone", lambda: "dport 8090" not in rules())
+    assert "udp dport 5353" in rules()
+    docker_cli(d, "service", "rm", "dns")
